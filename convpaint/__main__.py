@@ -1,0 +1,5 @@
+"""`python -m convpaint`."""
+
+from convpaint.cli import main
+
+main()

@@ -1,0 +1,49 @@
+"""RandomForestConfig: the pixel classifier's parameters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from .base import StrictModel
+
+__all__ = ["RandomForestConfig"]
+
+
+class RandomForestConfig(StrictModel):
+    """Random forest fitted on the annotated pixels.
+
+    Example::
+
+        classifier:
+          n_estimators: 100
+          max_depth: null
+          class_weight: balanced
+          max_samples_per_class: 50000
+          seed: 0
+    """
+
+    n_estimators: PositiveInt = 100
+    """Number of trees."""
+
+    max_depth: PositiveInt | None = None
+    """Maximum depth of each tree; null grows trees until leaves are pure."""
+
+    min_samples_leaf: PositiveInt = 1
+    """Minimum number of annotated pixels in a leaf."""
+
+    max_features: Literal["sqrt", "log2"] | float | None = "sqrt"
+    """Features tried at each split: 'sqrt', 'log2', a fraction in (0, 1], or null for all."""
+
+    class_weight: Literal["balanced", "balanced_subsample"] | None = None
+    """Weight classes inversely to their pixel counts ('balanced') or not at all (null)."""
+
+    max_samples_per_class: PositiveInt | None = 50_000
+    """Cap on annotated pixels used per class (a seeded random subset); null uses all."""
+
+    seed: int | None = Field(default=None, ge=0)
+    """Random seed for sampling and the forest. Left empty, one is drawn and saved in the model."""
+
+    n_jobs: PositiveInt | None = None
+    """Threads for fitting and prediction; null uses the `tiling.threads` setting."""

@@ -1,0 +1,112 @@
+"""FeatureConfig: which extractors build the per-pixel features, and how to normalise."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from .base import StrictModel
+
+__all__ = ["ExtractorParams", "FeatureConfig", "format_validation_errors"]
+
+
+class ExtractorParams(StrictModel):
+    """Base of every extractor's parameter model; ``name`` selects the extractor."""
+
+    name: str
+    """Registered extractor name (see `convpaint extractors`)."""
+
+
+def format_validation_errors(err: ValidationError, prefix: str = "") -> list[str]:
+    """Render a pydantic error as one ``location: message [input=...]`` line per problem."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        loc = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `convpaint init` writes every valid key)"
+        shown = repr(e.get("input"))
+        extra = f" [input={shown[:60]}]" if e["type"] != "extra_forbidden" else ""
+        lines.append(f"{loc}: {msg}{extra}")
+    return lines
+
+
+def _default_extractors() -> list[ExtractorParams]:
+    from convpaint.features.registry import params_model
+
+    return [params_model("vgg16")(), params_model("filters")()]
+
+
+class FeatureConfig(StrictModel):
+    """Per-pixel features: one extractor or several concatenated.
+
+    Short forms are accepted: ``features: {name: vgg16, scalings: [1, 2]}`` for one
+    extractor, or a list of such mappings. Example::
+
+        features:
+          extractors:
+            - name: vgg16
+              layers: [conv1_1]
+              scalings: [1, 2, 4]
+            - name: filters
+              sigmas: [0.7, 1.6, 3.5, 5.0]
+          normalize: image
+    """
+
+    extractors: list[SerializeAsAny[ExtractorParams]] = Field(
+        default_factory=_default_extractors, min_length=1
+    )
+    """Extractors whose features are concatenated, in this order."""
+
+    normalize: Literal["image", "training"] = "image"
+    """Intensity statistics used at prediction: each image's own mean and standard
+    deviation ('image'), or those of the training images stored in the model
+    ('training', for batches whose brightness is comparable to the training data)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"extractors": data}
+        if isinstance(data, dict) and "name" in data:
+            return {"extractors": [data]}
+        return data
+
+    @field_validator("extractors", mode="before")
+    @classmethod
+    def _build_params(cls, value: Any) -> Any:
+        from convpaint.errors import UnknownExtractorError
+        from convpaint.features.registry import params_model
+
+        if not isinstance(value, list):
+            return value
+        built: list[Any] = []
+        problems: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, ExtractorParams):
+                built.append(item)
+                continue
+            if isinstance(item, str):
+                item = {"name": item}
+            if not isinstance(item, dict) or "name" not in item:
+                problems.append(f"{i}: each extractor needs a 'name' key, got {item!r}")
+                continue
+            try:
+                model = params_model(str(item["name"]))
+                built.append(model.model_validate(item))
+            except UnknownExtractorError as err:
+                problems.append(f"{i}.name: {err}")
+            except ValidationError as err:
+                problems.extend(format_validation_errors(err, prefix=str(i)))
+        if problems:
+            raise ValueError("; ".join(problems))
+        names = [p.name for p in built]
+        for name in set(names):
+            if names.count(name) > 1:
+                raise ValueError(
+                    f"extractor '{name}' is listed {names.count(name)} times; list each "
+                    "extractor once and put all its settings (e.g. several scalings) there"
+                )
+        return built
