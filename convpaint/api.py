@@ -112,10 +112,16 @@ def image_statistics(source: ImageSource, *, joint: bool) -> tuple[list[float], 
 
     data = source.data.rechunk((source.n_channels, _STATS_CHUNK, _STATS_CHUNK)).astype(np.float64)
     axis = (0, 1, 2) if joint else (1, 2)
-    s1, s2, finite = da.compute(
-        data.sum(axis=axis), (data * data).sum(axis=axis), da.isfinite(data).all(),
-        scheduler="threads",
-    )
+    try:
+        s1, s2, finite = da.compute(
+            data.sum(axis=axis), (data * data).sum(axis=axis), da.isfinite(data).all(),
+            scheduler="threads",
+        )
+    except Exception as err:
+        raise DataError(
+            f"could not read the pixels of '{source.path}' ({type(err).__name__}: {err}); "
+            "the file may be corrupt or truncated: re-export it"
+        ) from err
     if not bool(finite):
         raise DataError(
             f"image '{source.path}' contains NaN or infinite values; replace them (e.g. "
@@ -490,7 +496,7 @@ def _predict_one(
     axes: str,
     fmt: Literal["tif", "zarr"],
     tiling: TilingConfig,
-    pbar_files: Any,
+    threads: int,
 ) -> PredictResult:
     t0 = time.perf_counter()
     meta = model.meta
@@ -514,7 +520,7 @@ def _predict_one(
                 for tile in tiles:
                     block = plan_block(tile, halo=pipeline.halo, alignment=pipeline.alignment)
                     feats = _features_of_block(source, block, pipeline, norm)
-                    proba = predict_tile(model.forest, feats)
+                    proba = predict_tile(model.forest, feats, n_jobs=threads)
                     shape = (tile[1] - tile[0], tile[3] - tile[2])
                     idx = proba.argmax(axis=1)
                     counts += np.bincount(idx, minlength=len(classes))
@@ -579,7 +585,7 @@ def predict(
                 logger.info("predicting %s -> %s", path, paths.labels)
                 results.append(
                     _predict_one(model, path, paths, axes=use_axes, fmt=fmt, tiling=tiling,
-                                 pbar_files=pbar_files)
+                                 threads=threads)
                 )
             pbar_files.update(1)
     return results

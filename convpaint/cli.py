@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
 
 from convpaint._version import __version__
 from convpaint.errors import ConvpaintError
@@ -216,15 +215,13 @@ def check(
     console.print("[bold]Resolved config[/]")
     console.print(plan["config"], highlight=False, markup=False)
     if plan["train"]:
-        table = Table("image", "annotations", "shape", title="Training pairs")
+        console.print(f"[bold]Training pairs[/] ({len(plan['train'])})")
         for img, ann, shape in plan["train"]:
-            table.add_row(img, ann, str(shape))
-        console.print(table)
+            console.print(f"  {img}  +  {ann}  shape {shape}", highlight=False, soft_wrap=True)
     if plan["predict"]:
-        table = Table("input", "output", "state", title="Planned predictions")
+        console.print(f"[bold]Planned predictions[/] ({len(plan['predict'])})")
         for src, dst, state in plan["predict"]:
-            table.add_row(src, dst, state)
-        console.print(table)
+            console.print(f"  {src}  ->  {dst}  ({state})", highlight=False, soft_wrap=True)
     console.print("[green]config OK[/]")
 
 

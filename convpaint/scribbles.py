@@ -22,10 +22,14 @@ structure only a few pixels thick, hands its share to the others). Strokes are
 added until the class's budget is reached; the stroke that would overshoot is
 shortened to the sub-segment around its centre that fits.
 
-The work per plane is one Euclidean distance transform and one skeletonization
-of the whole plane (shared by all classes: the boundary is the set of pixels
-that touch another label or the image border), plus vectorised window
-operations per stroke, so a 4096 x 4096 plane takes seconds.
+The work per plane is one Euclidean distance transform with its feature
+transform (shared by all classes: the boundary is the set of pixels that touch
+another label or the image border), a centre-line extraction from it with a
+few vectorised passes (see :func:`_ridge_skeleton` for why not
+:func:`skimage.morphology.skeletonize`), plus small window operations per
+stroke, so a 4096 x 4096 plane takes seconds. Everything is driven by
+``numpy.random.default_rng(seed)``, with one spawned generator per plane and per
+class, so the same seed gives the same scribbles.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numbers
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import line as draw_line
-from skimage.morphology import skeletonize
+from skimage.morphology import thin
 
 from convpaint.errors import DataError
 
@@ -50,7 +54,8 @@ _RIDGE, _PARALLEL, _LINE = 0, 1, 2
 _MIN_CLASS_SHARE = 0.25
 #: Every class present gets at least this many pixels (or its whole area).
 _MIN_CLASS_PIXELS = 4
-#: Largest number of strokes a class's budget is split into.
+#: A class's budget is planned as about sqrt(budget) / 2 strokes, at most this
+#: many (objects smaller than a window make for shorter, hence more, strokes).
 _MAX_STROKES_PER_CLASS = 300
 #: A stroke kind is given up after this many attempts in a row that add nothing.
 _STALL_LIMIT = 40
@@ -63,6 +68,8 @@ _OVERSHOOT_SLACK = 0.05
 _MIN_SKELETON_PIECE = 3
 #: Largest half-size of a stroke window (larger budgets take more strokes).
 _MAX_WINDOW_HALF = 128
+#: Passes of :func:`skimage.morphology.thin` for the 1-3 px thick stroke paths.
+_THIN_ITERATIONS = 2
 #: 8-connectivity for picking the connected piece of a skeleton in a window.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -71,7 +78,10 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 # public API
 # --------------------------------------------------------------------------- #
 def instance_to_semantic(mask: np.ndarray) -> np.ndarray:
-    """Instance mask (0 = background, 1..N objects) -> semantic (1 = background, 2 = object), uint8.
+    """Instance mask -> semantic ground truth with a background and an object class.
+
+    Instance mask (0 = background, 1..N objects) -> semantic (1 = background,
+    2 = object), uint8.
 
     Parameters
     ----------
@@ -115,7 +125,11 @@ def generate_scribbles(
     seed: int = 0,
     ignore_value: int = 0,
 ) -> np.ndarray:
-    """2D (Y, X) or 3D (Z, Y, X: processed plane by plane, each plane gets its own share) ground truth -> scribbles, same shape, same dtype as gt (values = class values of gt, 0 = unlabelled).
+    """Dense semantic ground truth -> sparse scribbles that look hand-drawn.
+
+    2D (Y, X) or 3D (Z, Y, X: processed plane by plane, each plane gets its own
+    share) ground truth -> scribbles, same shape, same dtype as gt (values =
+    class values of gt, 0 = unlabelled).
 
     Parameters
     ----------
@@ -270,7 +284,9 @@ def _stroke_footprint(width: int) -> np.ndarray:
     return (yy**2 + xx**2) <= (width / 2.0) ** 2 + 1e-9
 
 
-def _class_counts(plane: np.ndarray, ignore_value: int) -> tuple[np.ndarray, np.ndarray]:
+def _class_counts(
+    plane: np.ndarray, ignore_value: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Classes present in ``plane`` (sorted) and their pixel counts."""
     flat = plane.ravel()
     top = int(flat.max())
@@ -281,7 +297,7 @@ def _class_counts(plane: np.ndarray, ignore_value: int) -> tuple[np.ndarray, np.
     else:
         classes, counts = np.unique(flat, return_counts=True)
     keep = classes != ignore_value
-    return classes[keep].astype(np.int64), counts[keep].astype(np.int64)
+    return classes[keep], counts[keep].astype(np.int64)
 
 
 def _boundary(plane: np.ndarray) -> np.ndarray:
@@ -301,49 +317,49 @@ def _boundary(plane: np.ndarray) -> np.ndarray:
 def _ridge_skeleton(
     interior: np.ndarray, dist: np.ndarray, nearest: np.ndarray
 ) -> np.ndarray:
-    """One-pixel-wide centre lines of all classes of a plane at once.
+    """Centre lines (medial axis) of all classes of a plane at once.
 
-    A pair of neighbouring interior pixels straddles the medial axis when their
-    nearest boundary pixels (``nearest``, the feature transform of the distance
-    transform ``dist``) lie far apart: more than ``1 +`` their distance to the
-    boundary, which keeps the centre lines of bands (two opposite sides) and of
-    corners sharper than about 120 degrees but not the spurs that pixel-level
-    jaggedness of the boundary would add. The deeper pixel of each such pair,
-    plus interior lines only one pixel wide, are thinned with
-    :func:`skimage.morphology.skeletonize`, and pieces under
-    ``_MIN_SKELETON_PIECE`` pixels are dropped.
+    A pair of 4-neighbouring interior pixels straddles the medial axis when
+    their nearest boundary pixels (``nearest``, the feature transform that comes
+    with the distance transform ``dist``) lie far apart: more than ``1 +`` their
+    distance to the boundary. This keeps the centre lines of bands (boundary on
+    two opposite sides) and of corners sharper than about 120 degrees, but not
+    the spurs that pixel-level jaggedness of the boundary would add. The deeper
+    pixel of each such pair is marked, plus interior lines only one pixel wide
+    (centre lines of bands three pixels wide); pieces under
+    ``_MIN_SKELETON_PIECE`` pixels are dropped. The marked set is at most a
+    few pixels thick, so a couple of passes of :func:`skimage.morphology.thin`
+    make it one pixel wide.
 
-    Unlike skeletonizing each class mask directly (whose cost grows with the
-    thickness of the objects: minutes for one 4096-pixel-wide region) this costs
-    a few vectorised passes over the plane, whatever the objects look like.
+    Thinning each class mask with :func:`skimage.morphology.skeletonize` instead
+    costs one pass over the whole plane per removed layer (minutes for a single
+    4096-pixel-wide region, and as many passes as a two-pixel-thick diagonal is
+    long); this costs a few vectorised passes whatever the objects look like.
     """
     cand = np.zeros(interior.shape, dtype=bool)
     rows = (slice(None, -1), slice(None)), (slice(1, None), slice(None))
     cols = (slice(None), slice(None, -1)), (slice(None), slice(1, None))
     for a, b in (rows, cols):
         both = interior[a] & interior[b]
-        dy = nearest[0][a] - nearest[0][b]
-        dx = nearest[1][a] - nearest[1][b]
-        sep2 = (dy.astype(np.int64) ** 2 + dx.astype(np.int64) ** 2).astype(float)
+        dy = (nearest[0][a] - nearest[0][b]).astype(np.float64)
+        dx = (nearest[1][a] - nearest[1][b]).astype(np.float64)
         da, db = dist[a], dist[b]
         depth = np.maximum(da, db) + 1.0
-        hit = both & (sep2 > depth * depth)
+        hit = both & (dy * dy + dx * dx > depth * depth)
         a_deeper = da >= db
         cand[a] |= hit & a_deeper
         cand[b] |= hit & ~a_deeper
-    # interior lines one pixel wide (in bands three pixels wide) are centre lines
     pad = np.pad(interior, 1)
     thin_rows = ~pad[:-2, 1:-1] & ~pad[2:, 1:-1]
     thin_cols = ~pad[1:-1, :-2] & ~pad[1:-1, 2:]
     cand |= interior & (thin_rows | thin_cols)
-    skeleton = skeletonize(cand)
-    labels, n = ndi.label(skeleton, structure=_EIGHT)
+    cand = thin(cand, max_num_iter=_THIN_ITERATIONS)
+    labels, n = ndi.label(cand, structure=_EIGHT)
     if n:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < _MIN_SKELETON_PIECE
+        small = np.bincount(labels.ravel()) < _MIN_SKELETON_PIECE
         small[0] = False
-        skeleton[small[labels]] = False
-    return skeleton
+        cand[small[labels]] = False
+    return cand
 
 
 def _class_budgets(areas: np.ndarray, total_budget: float) -> np.ndarray:
@@ -451,10 +467,10 @@ class _ClassPainter:
         mask = self.plane == self.value
         ys, xs = np.nonzero(mask)
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        local = skeletonize(mask[y0:y1, x0:x1])
+        local = thin(mask[y0:y1, x0:x1], max_num_iter=_THIN_ITERATIONS)
         if not local.any():
             local = mask[y0:y1, x0:x1]
-        self.skeleton = self.skeleton.copy()
+        # other classes never see these pixels: windows keep only their class
         self.skeleton[y0:y1, x0:x1] |= local
         ly, lx = np.nonzero(local)
         return ly + y0, lx + x0
@@ -469,7 +485,7 @@ class _ClassPainter:
         self.par_level = float(np.clip(0.5 * ridge_depth, 1.0, 2.0 * self.width + 2.0))
         ys, xs = self.sk_y, self.sk_x
         # bounding box of the class via its skeleton, padded by the ridge depth
-        pad = int(math.ceil(self.dist[ys, xs].max())) + 1
+        pad = math.ceil(self.dist[ys, xs].max()) + 1
         y0 = max(int(ys.min()) - pad, 0)
         y1 = min(int(ys.max()) + pad + 1, self.shape[0])
         x0 = max(int(xs.min()) - pad, 0)
@@ -482,7 +498,11 @@ class _ClassPainter:
         """Class pixels whose boundary distance is within 0.5 px of the level."""
         d = self.dist[y0:y1, x0:x1]
         lvl = self.par_level
-        return (self.plane[y0:y1, x0:x1] == self.value) & (d > lvl - 0.5) & (d <= lvl + 0.5)
+        return (
+            (self.plane[y0:y1, x0:x1] == self.value)
+            & (d > lvl - 0.5)
+            & (d <= lvl + 0.5)
+        )
 
     # -- stroke paths ------------------------------------------------------ #
     def _window(self, cy: int, cx: int, half: int) -> tuple[int, int, int, int]:
@@ -512,16 +532,20 @@ class _ClassPainter:
         ys, xs = self._piece_at(local, cy - y0, cx - x0)
         return ys + y0, xs + x0
 
-    def _parallel_path(self, cy: int, cx: int, half: int) -> tuple[np.ndarray, np.ndarray]:
+    def _parallel_path(
+        self, cy: int, cx: int, half: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         y0, y1, x0, x1 = self._window(cy, cx, half)
         band = self._band(y0, y1, x0, x1)
-        thin = skeletonize(band)
-        if not thin.any():
-            thin = band
-        ys, xs = self._piece_at(thin, cy - y0, cx - x0)
+        line = thin(band, max_num_iter=_THIN_ITERATIONS)
+        if not line.any():
+            line = band
+        ys, xs = self._piece_at(line, cy - y0, cx - x0)
         return ys + y0, xs + x0
 
-    def _line_path(self, cy: int, cx: int, length: float) -> tuple[np.ndarray, np.ndarray]:
+    def _line_path(
+        self, cy: int, cx: int, length: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Line from the skeleton point towards its nearest boundary pixel."""
         qy = float(self.nearest[0, cy, cx])
         qx = float(self.nearest[1, cy, cx])
@@ -577,7 +601,9 @@ class _ClassPainter:
     def paint(self, budget: int) -> int:
         """Add strokes until ``budget`` new pixels are painted; return the count."""
         rng = self.rng
-        n_strokes = int(np.clip(round(math.sqrt(budget) / 2.0), 1, _MAX_STROKES_PER_CLASS))
+        n_strokes = int(
+            np.clip(round(math.sqrt(budget) / 2.0), 1, _MAX_STROKES_PER_CLASS)
+        )
         stroke_target = budget / n_strokes
         slack = _OVERSHOOT_SLACK * budget
         # windows: half-size so that one stroke holds ~stroke_target pixels;
@@ -606,13 +632,19 @@ class _ClassPainter:
             pick = int(rng.integers(len(cand_y)))
             cy, cx = int(cand_y[pick]), int(cand_x[pick])
             stroke_px = n_new = 0
-            if self.out[cy, cx] == 0:
+            # a painted centre would mostly repaint old pixels; boundary lines
+            # start on the (often painted) ridge, so only their pixels count
+            if kind == _LINE or self.out[cy, cx] == 0:
                 scale = float(rng.uniform(0.5, 1.5))
                 if kind == _LINE:
                     ys, xs = self._line_path(cy, cx, scale * stroke_target / self.width)
                 else:
                     half = int(
-                        np.clip(round(scale * stroke_target / px_per_half[kind]), 2, max_half)
+                        np.clip(
+                            round(scale * stroke_target / px_per_half[kind]),
+                            2,
+                            max_half,
+                        )
                     )
                     path = self._ridge_path if kind == _RIDGE else self._parallel_path
                     ys, xs = path(cy, cx, half)
@@ -634,7 +666,7 @@ class _ClassPainter:
         return total
 
     def _paint_deepest_pixel(self) -> int:
-        """Last resort for a class no stroke reached: its pixel farthest from the edge."""
+        """Last resort if no stroke reached the class: paint its deepest pixel."""
         mask = (self.plane == self.value) & (self.out == 0)
         if not mask.any():
             return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def _migrate(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _join(base: Path, value: str | Path) -> str:
     p = Path(str(value)).expanduser()
-    return str(p if p.is_absolute() else base / p)
+    return os.path.normpath(p if p.is_absolute() else base / p)
 
 
 def resolve_paths(config: Config, base_dir: Path) -> Config:

@@ -1,0 +1,186 @@
+"""Accuracy benchmark: train on each image's scribbles, predict it, score against GT.
+
+Uses ``../shared/benchdata`` (``<dataset>/derived/<stem>_scribbles.tif`` and
+``<stem>_gt.tif``) with the same images as the reference figures in its REFERENCE.md,
+and prints per-dataset mIoU next to the reference implementation's.
+
+    python benchmarks/accuracy.py                       # default model, self case
+    python benchmarks/accuracy.py --preset vgg16 --preset filters --preset default
+    python benchmarks/accuracy.py --case cross --datasets isbi2012_em_membranes
+
+Cases: *self* trains on an image's scribbles and predicts the same whole image;
+*cross* trains on the first listed image of a dataset and predicts each other one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from convpaint import api
+from convpaint.config import parse_config
+from convpaint.evaluation import score
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_BENCH = HERE.parent.parent / "shared" / "benchdata"
+
+#: The images REFERENCE.md measured (2D datasets); others: every image.
+SUBSETS = {
+    "isbi2012_em_membranes": ["0", "5", "10", "14", "19"],
+    "drosophila_vnc_sstem": ["00", "04", "08", "12"],
+    "ctc_fluo_n2dh_gowt1": ["t01", "t21", "t31", "t39"],
+    "ctc_fluo_n2dl_hela": ["t13", "t75", "t79"],
+    "nih3t3_coelho2009": ["dna-0", "dna-30", "dna-37", "dna-47"],
+    "cpm15_he_nuclei": ["image01", "image04", "image07", "image11", "image14"],
+    "stardist_dsb2018_nuclei2d": ["img2d"],
+    "convpaint_test_foodseg103": ["0000_img"],
+}
+
+#: Feature presets compared by the benchmark. "default" is whatever convpaint uses
+#: when the config names no features.
+PRESETS: dict[str, object] = {
+    "default": None,
+    "vgg16": [{"name": "vgg16"}],
+    "filters": [{"name": "filters"}],
+    "vgg16+filters": [{"name": "vgg16"}, {"name": "filters"}],
+    "vgg16-conv1": [{"name": "vgg16", "layers": ["conv1_1", "conv1_2"]}],
+    "vgg16-block2": [{"name": "vgg16", "layers": ["conv1_1", "conv2_1"], "scalings": [1, 2]}],
+}
+
+
+def image_table(bench: Path) -> dict[str, list[dict[str, str]]]:
+    """dataset -> [{stem, image, axes, gt, scribbles}] for 2D images with derived files."""
+    out: dict[str, list[dict[str, str]]] = {}
+    with open(bench / "pairs.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["axes"] not in ("YX", "YXC"):
+                continue
+            image = bench / row["image"]
+            stem = image.stem
+            derived = bench / row["dataset"] / "derived"
+            gt, scr = derived / f"{stem}_gt.tif", derived / f"{stem}_scribbles.tif"
+            if gt.exists() and scr.exists():
+                out.setdefault(row["dataset"], []).append(
+                    {"stem": stem, "image": str(image), "axes": row["axes"], "gt": str(gt),
+                     "scribbles": str(scr)}
+                )
+    return out
+
+
+def reference_table(bench: Path) -> dict[tuple[str, str], tuple[float, float]]:
+    """(dataset, case) -> (mIoU CatBoost, mIoU RF) from REFERENCE.md."""
+    ref = {}
+    text = (bench / "REFERENCE.md").read_text()
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and re.fullmatch(r"0\.\d+", cells[3] or ""):
+            ref[(cells[0], cells[1])] = (float(cells[3]), float(cells[4]))
+    return ref
+
+
+def run_one(preset: str, train_items: list[dict], test_items: list[dict], tmp: Path,
+            threads: int | None) -> tuple[list[float], float, float]:
+    """Train on ``train_items``, predict ``test_items``; return mIoUs and timings."""
+    raw = {
+        "classifier": {"seed": 0},
+        "tiling": {"threads": threads},
+        "train": {
+            "images": [i["image"] for i in train_items],
+            "annotations": [i["scribbles"] for i in train_items],
+            "axes": train_items[0]["axes"],
+            "model": str(tmp / "model.cpm"),
+            "report": False,
+        },
+    }
+    if PRESETS[preset] is not None:
+        raw["features"] = PRESETS[preset]
+    config = parse_config(raw, where=f"preset {preset}")
+    t0 = time.perf_counter()
+    api.train(config, overwrite=True)
+    t_train = time.perf_counter() - t0
+    scores, t_pred = [], 0.0
+    for item in test_items:
+        out = tmp / "pred"
+        t0 = time.perf_counter()
+        res = api.predict(tmp / "model.cpm", [item["image"]], out, on_exists="overwrite",
+                          tiling=config.tiling)
+        t_pred += time.perf_counter() - t0
+        pred = tifffile.imread(res[0].outputs[0])
+        scores.append(score(pred, tifffile.imread(item["gt"]), name=item["stem"]).miou)
+    return scores, t_train, t_pred
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchdata", type=Path, default=DEFAULT_BENCH)
+    parser.add_argument("--preset", action="append", choices=sorted(PRESETS))
+    parser.add_argument("--case", choices=["self", "cross", "both"], default="self")
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "accuracy.md")
+    args = parser.parse_args(argv)
+    presets = args.preset or ["default"]
+    table = image_table(args.benchdata)
+    ref = reference_table(args.benchdata)
+    datasets = args.datasets or [d for d in SUBSETS if d in table]
+    cases = ["self", "cross"] if args.case == "both" else [args.case]
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for ds in datasets:
+            by_stem = {i["stem"]: i for i in table[ds]}
+            items = [by_stem[s] for s in SUBSETS.get(ds, sorted(by_stem)) if s in by_stem]
+            for case in cases:
+                if case == "cross" and len(items) < 2:
+                    continue
+                for preset in presets:
+                    mious, tt, tp = [], 0.0, 0.0
+                    if case == "self":
+                        for it in items:
+                            m, a, b = run_one(preset, [it], [it], tmp, args.threads)
+                            mious += m
+                            tt += a
+                            tp += b
+                    else:
+                        mious, tt, tp = run_one(preset, items[:1], items[1:], tmp, args.threads)
+                    cb, rf = ref.get((ds, case), (float("nan"), float("nan")))
+                    row = {
+                        "dataset": ds, "case": case, "preset": preset, "n": len(mious),
+                        "miou": float(np.mean(mious)), "ref_catboost": cb, "ref_rf": rf,
+                        "train_s": tt / max(1, len(items) if case == "self" else 1),
+                        "predict_s": tp / max(1, len(mious)),
+                    }
+                    rows.append(row)
+                    print(f"{ds:28s} {case:5s} {preset:14s} n={row['n']} mIoU {row['miou']:.3f} "
+                          f"(ref CatBoost {cb:.3f}, RF {rf:.3f})  train {row['train_s']:.1f}s "
+                          f"predict {row['predict_s']:.1f}s", flush=True)
+    lines = [
+        "| dataset | case | features | n | mIoU convpaint | mIoU ref. CatBoost | mIoU ref. RF | "
+        "Δ vs best ref. | train s | predict s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        best = max(r["ref_catboost"], r["ref_rf"])
+        lines.append(
+            f"| {r['dataset']} | {r['case']} | {r['preset']} | {r['n']} | {r['miou']:.3f} | "
+            f"{r['ref_catboost']:.3f} | {r['ref_rf']:.3f} | {r['miou'] - best:+.3f} | "
+            f"{r['train_s']:.1f} | {r['predict_s']:.1f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
+    print(f"written to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Shared fixtures: real benchmark data, the sample data, small configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+BENCH = Path(os.environ.get("CONVPAINT_BENCHDATA", ROOT.parent / "shared" / "benchdata"))
+SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
+
+
+@pytest.fixture(scope="session")
+def bench() -> Path:
+    """The shared benchmark data folder (skips when absent)."""
+    if not BENCH.is_dir():
+        pytest.skip(f"benchmark data not found at {BENCH}")
+    return BENCH
+
+
+@pytest.fixture(scope="session")
+def shared_weights() -> Path:
+    """The shared folder with the full ImageNet weights (skips when absent)."""
+    if not (SHARED_WEIGHTS / "vgg16_features_imagenet1k_v1.pth").is_file():
+        pytest.skip("shared weights not found")
+    return SHARED_WEIGHTS
+
+
+@pytest.fixture()
+def em_crop(bench: Path, tmp_path: Path) -> dict[str, Path]:
+    """A 160x192 crop of a real EM image with its scribbles, as TIFF files."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(bench / "isbi2012_em_membranes/images/0.png"))[:160, :192]
+    scr = tifffile.imread(bench / "isbi2012_em_membranes/derived/0_scribbles.tif")[:160, :192]
+    assert set(np.unique(scr)) >= {1, 2}
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    tifffile.imwrite(tmp_path / "images/em.tif", img)
+    tifffile.imwrite(tmp_path / "annotations/em_scribbles.tif", scr)
+    return {
+        "dir": tmp_path,
+        "image": tmp_path / "images/em.tif",
+        "scribbles": tmp_path / "annotations/em_scribbles.tif",
+    }
+
+
+def write_config(path: Path, text: str) -> Path:
+    """Write a YAML config file and return its path."""
+    path.write_text(text)
+    return path
+
+
+FAST_FEATURES = """
+features:
+  extractors:
+    - name: vgg16
+      scalings: [1, 2]
+    - name: filters
+      sigmas: [1.0, 3.0]
+classifier: {n_estimators: 20, seed: 0}
+"""
+
+
+@pytest.fixture()
+def em_config(em_crop: dict[str, Path]) -> Path:
+    """A small, fast config training on the EM crop."""
+    return write_config(
+        em_crop["dir"] / "config.yaml",
+        FAST_FEATURES
+        + """
+train:
+  images: [images/*.tif]
+  annotations: annotations/{stem}_scribbles.tif
+  axes: YX
+  model: models/em.cpm
+  report: false
+predict:
+  inputs: [images]
+  output_dir: out
+""",
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once per session on a real EM crop (vgg16 + filters)."""
+    from PIL import Image
+
+    from convpaint import api
+    from convpaint.config import parse_config
+
+    if not BENCH.is_dir():
+        pytest.skip("benchmark data not found")
+    d = tmp_path_factory.mktemp("em_model")
+    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/5.png"))[:200, :240]
+    scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/5_scribbles.tif")[:200, :240]
+    tifffile.imwrite(d / "img.tif", img)
+    tifffile.imwrite(d / "scr.tif", scr)
+    raw = {
+        "features": [{"name": "vgg16", "scalings": [1, 2, 4]}, {"name": "filters", "sigmas": [1.0, 3.5]}],
+        "classifier": {"n_estimators": 25, "seed": 0},
+        "train": {"images": [str(d / "img.tif")], "annotations": [str(d / "scr.tif")],
+                  "model": str(d / "m.cpm"), "report": False},
+    }
+    api.train(parse_config(raw))
+    return d / "m.cpm"

@@ -1,0 +1,223 @@
+"""Readers and writers: formats, axes, corrupt files, atomic outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from convpaint.errors import DataError, OutputExistsError
+from convpaint.io import (
+    ResultWriter,
+    atomic_output,
+    expand_inputs,
+    file_stem,
+    label_dtype,
+    open_image,
+    plan_outputs,
+    read_labels,
+)
+from convpaint.io.writers import check_existing
+
+RNG = np.random.default_rng(0)
+GRAY = RNG.integers(0, 4000, size=(37, 53)).astype(np.uint16)
+RGB = RNG.integers(0, 255, size=(37, 53, 3)).astype(np.uint8)
+
+
+def _write(path: Path, data: np.ndarray, kind: str) -> Path:
+    if kind == "tif":
+        tifffile.imwrite(path, data)
+    elif kind == "lzw":
+        tifffile.imwrite(path, data, compression="lzw")
+    elif kind == "bigtiff":
+        tifffile.imwrite(path, data, bigtiff=True, tile=(16, 16), compression="zlib")
+    elif kind == "ome":
+        tifffile.imwrite(path, data, ome=True)
+    elif kind == "zarr":
+        zarr.save_array(str(path), data)
+    elif kind == "npy":
+        np.save(path, data)
+    elif kind == "png":
+        Image.fromarray(data).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("tif", "a.tif"), ("lzw", "a.tif"), ("bigtiff", "a.btf"), ("ome", "a.ome.tif"),
+     ("zarr", "a.zarr"), ("npy", "a.npy"), ("png", "a.png")],
+)
+def test_gray_images_round_trip_in_every_format(tmp_path: Path, kind: str, name: str) -> None:
+    """Each supported format opens lazily as (1, Y, X) with the original values."""
+    data = GRAY if kind != "png" else (GRAY // 16).astype(np.uint8)
+    path = _write(tmp_path / name, data, kind)
+    with open_image(path, "YX") as src:
+        assert src.data.shape == (1, 37, 53)
+        np.testing.assert_array_equal(np.asarray(src.data[0]), data)
+    assert file_stem(path) == "a"
+
+
+def test_rgb_and_rgba_are_channel_first(tmp_path: Path) -> None:
+    """YXC colour images become (3, Y, X); an alpha channel is dropped."""
+    path = _write(tmp_path / "c.png", RGB, "png")
+    with open_image(path, "YXC") as src:
+        np.testing.assert_array_equal(np.asarray(src.data), RGB.transpose(2, 0, 1))
+    rgba = np.concatenate([RGB, np.full((37, 53, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "d.png")
+    with open_image(tmp_path / "d.png", "YXC") as src:
+        assert src.n_channels == 3
+
+
+def test_channel_first_tiff(tmp_path: Path) -> None:
+    """CYX multichannel TIFFs keep their channel order."""
+    data = RNG.integers(0, 100, size=(2, 20, 30)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "m.tif", data, photometric="minisblack")
+    with open_image(tmp_path / "m.tif", "CYX") as src:
+        np.testing.assert_array_equal(np.asarray(src.data), data)
+
+
+@pytest.mark.parametrize(
+    ("shape", "axes", "phrases"),
+    [
+        ((3, 20, 30), "YX", ["expect 2 dimensions", "set axes: CYX"]),
+        ((20, 30, 3), "YX", ["set axes: YXC"]),
+        ((20, 30), "CYX", ["expect 3 dimensions"]),
+        ((20, 30, 7), "YXC", ["3 or 4 channels last"]),
+        ((4, 5, 20, 30), "YX", ["stacks (Z/T) are not supported yet"]),
+    ],
+)
+def test_wrong_axes_are_explained(tmp_path: Path, shape: tuple, axes: str, phrases: list[str]) -> None:
+    """A shape that does not fit the declared axes names the file, shape and fix."""
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.uint8))
+    with pytest.raises(DataError) as info:
+        open_image(tmp_path / "x.npy", axes)
+    msg = str(info.value)
+    assert "x.npy" in msg and str(shape) in msg
+    for phrase in phrases:
+        assert phrase in msg
+
+
+def test_corrupt_and_missing_files(tmp_path: Path) -> None:
+    """Corrupt TIFF, unknown suffix and missing files give DataError with the path."""
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage that is not a tiff")
+    with pytest.raises(DataError, match=r"bad.tif.*could not be read as TIFF"):
+        open_image(tmp_path / "bad.tif", "YX")
+    (tmp_path / "x.xyz").write_text("hello")
+    with pytest.raises(DataError, match="unsupported file type"):
+        open_image(tmp_path / "x.xyz", "YX")
+    with pytest.raises(DataError, match="does not exist"):
+        open_image(tmp_path / "none.tif", "YX")
+
+
+def test_truncated_tiff_fails_when_read(tmp_path: Path) -> None:
+    """A TIFF cut short is reported as DataError naming the file, not a crash."""
+    from convpaint.api import image_statistics
+
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, GRAY)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut.tif.*corrupt or truncated"):
+        with open_image(path, "YX") as src:
+            image_statistics(src, joint=False)
+
+
+def test_labels_are_checked(tmp_path: Path) -> None:
+    """Labels must be 2D integers of the image's size, without negatives."""
+    tifffile.imwrite(tmp_path / "l.tif", np.zeros((10, 12), np.uint8))
+    with pytest.raises(DataError, match=r"shape \(10, 12\) but image 'img.tif' has Y/X shape \(10, 13\)"):
+        read_labels(tmp_path / "l.tif", shape_yx=(10, 13), image="img.tif")
+    tifffile.imwrite(tmp_path / "f.tif", np.full((4, 4), 0.5, np.float32))
+    with pytest.raises(DataError, match="non-integer"):
+        read_labels(tmp_path / "f.tif", shape_yx=(4, 4), image="i")
+    tifffile.imwrite(tmp_path / "n.tif", np.full((4, 4), -1, np.int16))
+    with pytest.raises(DataError, match="negative"):
+        read_labels(tmp_path / "n.tif", shape_yx=(4, 4), image="i")
+    tifffile.imwrite(tmp_path / "ok.tif", np.full((4, 4), 2.0, np.float32))
+    assert read_labels(tmp_path / "ok.tif", shape_yx=(4, 4), image="i").dtype == np.int64
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    """Files, folders and globs expand to a sorted unique list; misses are errors."""
+    for n in ("b.tif", "a.tif", "notes.txt"):
+        (tmp_path / n).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/c.tif").write_bytes(b"")
+    got = expand_inputs([str(tmp_path), str(tmp_path / "*.tif"), str(tmp_path / "**/*.tif")])
+    assert [p.name for p in got] == ["a.tif", "b.tif", "c.tif"]
+    with pytest.raises(DataError, match="matches no supported file"):
+        expand_inputs([str(tmp_path / "*.png")])
+    with pytest.raises(DataError, match="does not exist"):
+        expand_inputs([str(tmp_path / "zzz.tif")])
+
+
+@pytest.mark.parametrize(("classes", "dtype"), [([1, 2], np.uint8), ([1, 300], np.uint16), ([5, 70000], np.uint32)])
+def test_label_dtype(classes: list[int], dtype: type) -> None:
+    """Labels use the smallest unsigned dtype that holds the class values."""
+    assert label_dtype(classes) == dtype
+
+
+@pytest.mark.parametrize("fmt", ["tif", "zarr"])
+def test_writer_streams_tiles_and_records_axes(tmp_path: Path, fmt: str) -> None:
+    """Tiles written out of order assemble into labels and probabilities with axes metadata."""
+    plan = plan_outputs([tmp_path / "img.tif"], tmp_path / "out", fmt=fmt, probabilities=True)[0]
+    labels = RNG.integers(1, 3, size=(30, 45)).astype(np.uint8) * 3
+    probs = RNG.random((2, 30, 45)).astype(np.float32)
+    w = ResultWriter(plan, shape_yx=(30, 45), classes=[3, 6], fmt=fmt, chunk=16)
+    for y0, x0 in [(16, 16), (0, 0), (16, 0), (0, 16)]:
+        sl = (slice(y0, y0 + 16), slice(x0, x0 + 32))
+        w.write((y0, min(y0 + 16, 30), x0, min(x0 + 32, 45)), labels[sl], probs[(slice(None), *sl)])
+    assert not plan.labels.exists()  # nothing under the final name before finish
+    paths = w.finish()
+    assert paths == [plan.labels, plan.probabilities]
+    if fmt == "tif":
+        with tifffile.TiffFile(plan.labels) as tf:
+            assert tf.is_imagej and tf.series[0].axes == "YX" and tf.pages[0].compression == 8
+            np.testing.assert_array_equal(tf.asarray(), labels)
+        with tifffile.TiffFile(plan.probabilities) as tf:
+            assert tf.series[0].axes == "CYX"
+            np.testing.assert_array_equal(tf.asarray(), probs)
+    else:
+        z = zarr.open(str(plan.labels), mode="r")
+        np.testing.assert_array_equal(z[:], labels)
+        assert z.attrs["axes"] == "YX"
+        np.testing.assert_array_equal(zarr.open(str(plan.probabilities), mode="r")[:], probs)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [plan.labels.name, plan.probabilities.name]
+    )
+
+
+def test_writer_abort_leaves_nothing(tmp_path: Path) -> None:
+    """An aborted writer removes its temporaries and keeps an older output intact."""
+    plan = plan_outputs([tmp_path / "img.tif"], tmp_path / "out")[0]
+    plan.labels.parent.mkdir()
+    plan.labels.write_bytes(b"old result")
+    w = ResultWriter(plan, shape_yx=(8, 8), classes=[1, 2], fmt="tif", chunk=8)
+    w.write((0, 8, 0, 8), np.ones((8, 8), np.uint8))
+    w.abort()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["img_labels.tif"]
+    assert plan.labels.read_bytes() == b"old result"
+
+
+def test_overwrite_policy(tmp_path: Path) -> None:
+    """Existing outputs raise, are skipped or are overwritten only as asked."""
+    plan = plan_outputs([tmp_path / "a.tif"], tmp_path)[0]
+    plan.labels.write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_existing(plan, "error")
+    assert check_existing(plan, "skip") is False
+    assert check_existing(plan, "overwrite") is True
+    with pytest.raises(OutputExistsError, match="would both write"):
+        plan_outputs([tmp_path / "x/a.tif", tmp_path / "y/a.png"], tmp_path)
+
+
+def test_atomic_output_on_error(tmp_path: Path) -> None:
+    """A failure inside atomic_output leaves neither the final name nor a temporary."""
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "f.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
