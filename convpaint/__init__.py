@@ -8,7 +8,14 @@ The library API (nothing here prints)::
 """
 
 from convpaint._version import __version__
-from convpaint.api import PredictResult, TrainResult, model_info, predict, predict_from_config, train
+from convpaint.api import (
+    PredictResult,
+    TrainResult,
+    model_info,
+    predict,
+    predict_from_config,
+    train,
+)
 from convpaint.config import Config, load_config, parse_config
 from convpaint.errors import ConvpaintError
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,11 +23,29 @@ import numpy as np
 
 from convpaint import progress
 from convpaint._version import __version__
-from convpaint.classify import cap_per_class, check_training_labels, fit_forest, make_forest, predict_tile
-from convpaint.config import Config, FeatureConfig, TilingConfig, TrainSection, dump_config
+from convpaint.classify import (
+    cap_per_class,
+    check_training_labels,
+    fit_forest,
+    make_forest,
+    predict_tile,
+)
+from convpaint.config import (
+    Config,
+    FeatureConfig,
+    TilingConfig,
+    TrainSection,
+    dump_config,
+)
 from convpaint.errors import ConfigError, DataError, ModelBundleError, OutputExistsError
 from convpaint.features.pipeline import FeaturePipeline, Normalization
-from convpaint.io.readers import ImageSource, expand_inputs, file_stem, open_image, read_labels
+from convpaint.io.readers import (
+    ImageSource,
+    expand_inputs,
+    file_stem,
+    open_image,
+    read_labels,
+)
 from convpaint.io.writers import OutputPaths, ResultWriter, check_existing, plan_outputs
 from convpaint.model_io import LoadedModel, load_model, read_meta, save_model
 from convpaint.tiling import Block, iter_tiles, plan_block, read_block
@@ -36,7 +54,10 @@ __all__ = [
     "PredictResult",
     "TrainResult",
     "available_cpus",
+    "evaluate",
+    "evaluate_from_config",
     "image_statistics",
+    "make_scribbles",
     "model_info",
     "pair_training_files",
     "plan_prediction",
@@ -98,7 +119,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def image_statistics(source: ImageSource, *, joint: bool) -> tuple[list[float], list[float]]:
+def image_statistics(
+    source: ImageSource, *, joint: bool
+) -> tuple[list[float], list[float]]:
     """Mean and standard deviation per channel (or over all channels when ``joint``).
 
     Computed in float64 over fixed chunks, so the result never depends on tiling.
@@ -110,11 +133,15 @@ def image_statistics(source: ImageSource, *, joint: bool) -> tuple[list[float], 
     """
     import dask.array as da
 
-    data = source.data.rechunk((source.n_channels, _STATS_CHUNK, _STATS_CHUNK)).astype(np.float64)
+    data = source.data.rechunk((source.n_channels, _STATS_CHUNK, _STATS_CHUNK)).astype(
+        np.float64
+    )
     axis = (0, 1, 2) if joint else (1, 2)
     try:
         s1, s2, finite = da.compute(
-            data.sum(axis=axis), (data * data).sum(axis=axis), da.isfinite(data).all(),
+            data.sum(axis=axis),
+            (data * data).sum(axis=axis),
+            da.isfinite(data).all(),
             scheduler="threads",
         )
     except Exception as err:
@@ -133,7 +160,9 @@ def image_statistics(source: ImageSource, *, joint: bool) -> tuple[list[float], 
     return mean.tolist(), np.sqrt(var).tolist()
 
 
-def _pool_statistics(stats: list[tuple[list[float], list[float], int]]) -> tuple[list[float], list[float]]:
+def _pool_statistics(
+    stats: list[tuple[list[float], list[float], int]],
+) -> tuple[list[float], list[float]]:
     """Combine per-image means/stds weighted by pixel counts."""
     w = np.array([n for _, _, n in stats], dtype=np.float64)[:, None]
     means = np.array([m for m, _, _ in stats])
@@ -260,8 +289,14 @@ def _collect(
             source.close()
             raise
         items.append(
-            {"source": source, "labels": labels, "mean": mean, "std": std,
-             "pixels": source.shape_yx[0] * source.shape_yx[1], "ann": ann_path}
+            {
+                "source": source,
+                "labels": labels,
+                "mean": mean,
+                "std": std,
+                "pixels": source.shape_yx[0] * source.shape_yx[1],
+                "ann": ann_path,
+            }
         )
     pooled = _pool_statistics([(i["mean"], i["std"], i["pixels"]) for i in items])
     return {"items": items, "n_channels": n_channels, "pooled": pooled}
@@ -300,10 +335,14 @@ def _sample_features(
                 crop = (ty0 + by0, ty0 + by1, tx0 + bx0, tx0 + bx1)
                 lab = labels[crop[0] : crop[1], crop[2] : crop[3]]
                 mask = lab > 0
-                block = plan_block(crop, halo=pipeline.halo, alignment=pipeline.alignment)
+                block = plan_block(
+                    crop, halo=pipeline.halo, alignment=pipeline.alignment
+                )
                 xs.append(_features_of_block(it["source"], block, pipeline, norm, mask))
                 ys.append(lab[mask])
-                groups.append(strokes[crop[0] : crop[1], crop[2] : crop[3]][mask] + group_offset)
+                groups.append(
+                    strokes[crop[0] : crop[1], crop[2] : crop[3]][mask] + group_offset
+                )
                 pbar.update(1)
             group_offset += int(strokes.max()) + 1
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
@@ -359,7 +398,9 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
         logger.info("%d features, halo %d px", pipeline.n_features, pipeline.halo)
         with _thread_budget(threads):
             fingerprints = pipeline.fingerprints()
-            X, y, groups = _sample_features(items, pipeline, config.features, gathered["pooled"])
+            X, y, groups = _sample_features(
+                items, pipeline, config.features, gathered["pooled"]
+            )
             check_training_labels(y, where=f"train.annotations ({len(pairs)} file(s))")
             keep = cap_per_class(y, config.classifier.max_samples_per_class, seed=seed)
             X, y, groups = X[keep], y[keep], groups[keep]
@@ -370,7 +411,9 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
                 from convpaint.report import cross_validate
 
                 cv = cross_validate(
-                    X, y, groups,
+                    X,
+                    y,
+                    groups,
                     lambda: make_forest(config.classifier, seed=seed, n_jobs=n_jobs),
                     seed=seed,
                 )
@@ -380,7 +423,7 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
     classes, counts = np.unique(y, return_counts=True)
     samples = {int(c): int(n) for c, n in zip(classes, counts, strict=True)}
     meta = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
         "config": config.model_dump(mode="json"),
         "extractors": [s.model_dump(mode="json") for s in config.features.extractors],
@@ -415,7 +458,9 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
     }
     save_model(model_path, forest, meta)
     result = TrainResult(
-        model=model_path, samples_per_class=samples, n_features=pipeline.n_features,
+        model=model_path,
+        samples_per_class=samples,
+        n_features=pipeline.n_features,
         seconds=train_seconds,
     )
     if train_cfg.report and cv is not None:
@@ -425,12 +470,20 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
             training_seconds=train_seconds,
             samples_per_class=samples,
             cv=cv,
-            importances=aggregate_importances(forest.feature_importances_, pipeline.feature_names()),
-            extra={"model": str(model_path), "n_features": pipeline.n_features, "seed": seed},
+            importances=aggregate_importances(
+                forest.feature_importances_, pipeline.feature_names()
+            ),
+            extra={
+                "model": str(model_path),
+                "n_features": pipeline.n_features,
+                "seed": seed,
+            },
         )
         stem = model_path.with_suffix("")
         result.report = list(
-            write_report(report, Path(f"{stem}_report.json"), Path(f"{stem}_report.png"))
+            write_report(
+                report, Path(f"{stem}_report.json"), Path(f"{stem}_report.png")
+            )
         )
         result.cv_accuracy, result.cv_miou = cv.accuracy, cv.miou
     return result
@@ -448,7 +501,9 @@ class PredictResult:
     class_fractions: dict[int, float] = field(default_factory=dict)
 
 
-def _model_pipeline(model: LoadedModel, n_channels: int, source: Path) -> FeaturePipeline:
+def _model_pipeline(
+    model: LoadedModel, n_channels: int, source: Path
+) -> FeaturePipeline:
     meta = model.meta
     if n_channels != meta["n_channels"]:
         raise DataError(
@@ -457,7 +512,9 @@ def _model_pipeline(model: LoadedModel, n_channels: int, source: Path) -> Featur
             f"(axes {meta['axes']}) or train a model for these"
         )
     try:
-        specs = FeatureConfig.model_validate({"extractors": meta["extractors"]}).extractors
+        specs = FeatureConfig.model_validate(
+            {"extractors": meta["extractors"]}
+        ).extractors
     except Exception as err:
         raise ModelBundleError(
             f"model '{model.path}' names extractors this convpaint cannot build ({err}); "
@@ -505,12 +562,19 @@ def _predict_one(
         pipeline = _model_pipeline(model, source.n_channels, path)
         norm_cfg = meta["normalization"]
         if norm_cfg["mode"] == "image":
-            norm = Normalization(*image_statistics(source, joint=norm_cfg["joint_channels"]))
+            norm = Normalization(
+                *image_statistics(source, joint=norm_cfg["joint_channels"])
+            )
         else:
-            norm = Normalization(norm_cfg["training"]["mean"], norm_cfg["training"]["std"])
+            norm = Normalization(
+                norm_cfg["training"]["mean"], norm_cfg["training"]["std"]
+            )
         tiles = list(iter_tiles(source.shape_yx, tiling.tile_size))
         writer = ResultWriter(
-            paths, shape_yx=source.shape_yx, classes=classes.tolist(), fmt=fmt,
+            paths,
+            shape_yx=source.shape_yx,
+            classes=classes.tolist(),
+            fmt=fmt,
             chunk=min(tiling.tile_size, 1024),
             attrs={"convpaint_model": str(model.path), "source": str(path)},
         )
@@ -518,7 +582,9 @@ def _predict_one(
         try:
             with progress.bar(len(tiles), path.name, "tile") as pbar:
                 for tile in tiles:
-                    block = plan_block(tile, halo=pipeline.halo, alignment=pipeline.alignment)
+                    block = plan_block(
+                        tile, halo=pipeline.halo, alignment=pipeline.alignment
+                    )
                     feats = _features_of_block(source, block, pipeline, norm)
                     proba = predict_tile(model.forest, feats, n_jobs=threads)
                     shape = (tile[1] - tile[0], tile[3] - tile[2])
@@ -527,7 +593,9 @@ def _predict_one(
                     writer.write(
                         tile,
                         classes[idx].reshape(shape),
-                        proba.T.reshape(len(classes), *shape) if paths.probabilities else None,
+                        proba.T.reshape(len(classes), *shape)
+                        if paths.probabilities
+                        else None,
                     )
                     pbar.update(1)
             outputs = writer.finish()
@@ -536,8 +604,12 @@ def _predict_one(
             raise
     total = max(int(counts.sum()), 1)
     return PredictResult(
-        input=path, outputs=outputs, seconds=time.perf_counter() - t0,
-        class_fractions={int(c): float(n) / total for c, n in zip(classes, counts, strict=True)},
+        input=path,
+        outputs=outputs,
+        seconds=time.perf_counter() - t0,
+        class_fractions={
+            int(c): float(n) / total for c, n in zip(classes, counts, strict=True)
+        },
     )
 
 
@@ -562,8 +634,12 @@ def predict(
     """
     tiling = tiling or TilingConfig()
     plan = plan_prediction(
-        inputs, Path(output_dir), fmt=fmt, probabilities=probabilities,
-        output_name=output_name, shard=shard,
+        inputs,
+        Path(output_dir),
+        fmt=fmt,
+        probabilities=probabilities,
+        output_name=output_name,
+        shard=shard,
     )
     threads = tiling.threads or available_cpus()
     model = load_model(model_path, n_jobs=threads)
@@ -577,15 +653,27 @@ def predict(
         for _, paths in plan:
             check_existing(paths, on_exists)
     results = []
-    with _thread_budget(threads), progress.bar(len(plan), "images", "file") as pbar_files:
+    with (
+        _thread_budget(threads),
+        progress.bar(len(plan), "images", "file") as pbar_files,
+    ):
         for path, paths in plan:
             if not check_existing(paths, on_exists):
-                results.append(PredictResult(input=path, outputs=paths.existing(), skipped=True))
+                results.append(
+                    PredictResult(input=path, outputs=paths.existing(), skipped=True)
+                )
             else:
                 logger.info("predicting %s -> %s", path, paths.labels)
                 results.append(
-                    _predict_one(model, path, paths, axes=use_axes, fmt=fmt, tiling=tiling,
-                                 threads=threads)
+                    _predict_one(
+                        model,
+                        path,
+                        paths,
+                        axes=use_axes,
+                        fmt=fmt,
+                        tiling=tiling,
+                        threads=threads,
+                    )
                 )
             pbar_files.update(1)
     return results
@@ -599,13 +687,22 @@ def predict_from_config(
 ) -> list[PredictResult]:
     """Run the config's predict section (see :func:`predict`)."""
     if config.predict is None:
-        raise ConfigError("the config has no predict section; add predict: {model, inputs, output_dir}")
+        raise ConfigError(
+            "the config has no predict section; add predict: {model, inputs, output_dir}"
+        )
     p = config.predict
     assert p.model is not None  # resolve_paths fills it from train.model
     return predict(
-        p.model, p.inputs, p.output_dir, axes=p.axes, fmt=p.format,
-        probabilities=p.probabilities, output_name=p.output_name,
-        on_exists=on_exists or p.on_exists, tiling=config.tiling, shard=shard,
+        p.model,
+        p.inputs,
+        p.output_dir,
+        axes=p.axes,
+        fmt=p.format,
+        probabilities=p.probabilities,
+        output_name=p.output_name,
+        on_exists=on_exists or p.on_exists,
+        tiling=config.tiling,
+        shard=shard,
     )
 
 
@@ -625,7 +722,9 @@ def model_info(path: Path | str) -> dict[str, Any]:
         "extractors": meta.get("extractors"),
         "weights": meta.get("fingerprints"),
         "normalization": meta.get("normalization"),
-        "forest": {k: v for k, v in meta.get("forest", {}).items() if k != "array_sha256"},
+        "forest": {
+            k: v for k, v in meta.get("forest", {}).items() if k != "array_sha256"
+        },
         "training": meta.get("training"),
     }
 
@@ -652,9 +751,220 @@ def check(config: Config) -> dict[str, Any]:
     if config.predict is not None:
         p = config.predict
         for src_path, paths in plan_prediction(
-            p.inputs, p.output_dir, fmt=p.format, probabilities=p.probabilities,
+            p.inputs,
+            p.output_dir,
+            fmt=p.format,
+            probabilities=p.probabilities,
             output_name=p.output_name,
         ):
             state = "exists" if paths.existing() else "new"
             out["predict"].append((str(src_path), str(paths.labels), state))
     return out
+
+
+# --------------------------------------------------------------------------- scribbles
+def _read_plain(path: Path) -> np.ndarray:
+    """Read a whole label/image file (ground truth, scribbles) into memory."""
+    from contextlib import ExitStack
+
+    from convpaint.io.readers import _open_raw
+
+    with ExitStack() as stack:
+        raw, _ = _open_raw(Path(path), stack)
+        try:
+            return np.asarray(raw.compute())
+        except Exception as err:
+            raise DataError(
+                f"could not read '{path}' ({type(err).__name__}: {err})"
+            ) from err
+
+
+def _label_stem(path: Path, suffixes: Sequence[str]) -> str:
+    stem = file_stem(path)
+    for suffix in suffixes:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _write_label_tiff(path: Path, labels: np.ndarray, on_exists: str) -> Path:
+    import tifffile
+
+    from convpaint.io.atomic import atomic_output
+
+    if path.exists():
+        if on_exists == "error":
+            raise OutputExistsError(f"'{path}' exists; pass --overwrite to replace it")
+        if on_exists == "skip":
+            return path
+    axes = "YX" if labels.ndim == 2 else "ZYX"
+    imagej = labels.dtype in (np.uint8, np.uint16)
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(
+            tmp, labels, imagej=imagej, metadata={"axes": axes}, compression="zlib"
+        )
+    return path
+
+
+def make_scribbles(
+    ground_truth: Sequence[str],
+    output_dir: Path | str,
+    *,
+    fraction: float = 0.01,
+    width: int = 2,
+    seed: int = 0,
+    instances: bool = False,
+    name: str = "{stem}_scribbles",
+    on_exists: Literal["error", "skip", "overwrite"] = "error",
+) -> list[Path]:
+    """Write human-like scribbles drawn from dense ground truth, one file per input.
+
+    The output is ``{stem}_scribbles.tif`` where ``stem`` is the ground-truth file's
+    stem without a trailing ``_gt``/``_mask``, so it matches the usual training
+    template ``annotations/{stem}_scribbles.tif``. Each file gets its own seed
+    derived from ``seed`` and its position, so results are reproducible.
+    """
+    from convpaint.scribbles import generate_scribbles, instance_to_semantic
+
+    files = expand_inputs(list(ground_truth), what="ground truth")
+    outputs = []
+    for i, path in enumerate(files):
+        gt = _read_plain(path)
+        if gt.ndim == 3 and gt.shape[-1] in (3, 4) and gt.shape[0] > 4:
+            raise DataError(
+                f"ground truth '{path}' looks like an RGB image {gt.shape}; expected labels"
+            )
+        if instances:
+            gt = instance_to_semantic(gt)
+        try:
+            scr = generate_scribbles(gt, fraction=fraction, width=width, seed=seed + i)
+        except DataError as err:
+            raise DataError(f"ground truth '{path}': {err}") from err
+        out = Path(output_dir) / (
+            name.format(stem=_label_stem(path, ("_gt", "_mask"))) + ".tif"
+        )
+        outputs.append(_write_label_tiff(out, scr, on_exists))
+    return outputs
+
+
+# --------------------------------------------------------------------------- evaluate
+def _pair(
+    targets: list[Path], spec: Sequence[str] | None, stems: list[str], what: str
+) -> list[Path | None]:
+    """Pair files with ``targets`` by a {stem} template or one to one in sorted order."""
+    if not spec:
+        return [None] * len(targets)
+    if len(spec) == 1 and "{stem}" in spec[0]:
+        out = []
+        for stem in stems:
+            p = Path(spec[0].format(stem=stem))
+            if not p.exists():
+                raise DataError(
+                    f"{what}: '{p}' does not exist (from the template '{spec[0]}')"
+                )
+            out.append(p)
+        return list(out)
+    files = expand_inputs(list(spec), what=what)
+    if len(files) != len(targets):
+        raise DataError(
+            f"{what}: {len(files)} files for {len(targets)} predictions; give one per "
+            "prediction (sorted order) or a template such as 'gt/{stem}_gt.tif'"
+        )
+    return list(files)
+
+
+def evaluate(
+    predictions: Sequence[str],
+    ground_truth: Sequence[str],
+    output_dir: Path | str,
+    *,
+    images: Sequence[str] | None = None,
+    scribbles: Sequence[str] | None = None,
+    figures: bool = False,
+    instances: bool = False,
+) -> dict[str, Any]:
+    """Score label images against ground truth; write CSV/JSON tables (and figures).
+
+    Returns ``{"scores": [ImageScores...], "mean": ImageScores, "files": [Path...],
+    "table": str}``.
+    """
+    from convpaint import evaluation as ev
+    from convpaint.scribbles import instance_to_semantic
+
+    preds = expand_inputs(list(predictions), what="predictions")
+    stems = [_label_stem(p, ("_labels",)) for p in preds]
+    gts = _pair(preds, ground_truth, stems, "ground truth")
+    imgs = _pair(preds, images, stems, "images") if figures else [None] * len(preds)
+    scrs = (
+        _pair(preds, scribbles, stems, "scribbles") if figures else [None] * len(preds)
+    )
+    out_dir = Path(output_dir)
+    scores, files = [], []
+    for pred_path, gt_path, img_path, scr_path, stem in zip(
+        preds, gts, imgs, scrs, stems, strict=True
+    ):
+        pred = _read_plain(pred_path)
+        gt = _read_plain(gt_path)  # type: ignore[arg-type]
+        if instances:
+            gt = instance_to_semantic(gt)
+        try:
+            s = ev.score(pred, gt, name=stem)
+        except DataError as err:
+            raise DataError(f"'{pred_path}' vs '{gt_path}': {err}") from err
+        scores.append(s)
+        if figures:
+            image = _read_plain(img_path) if img_path is not None else pred
+            scr = _read_plain(scr_path) if scr_path is not None else None
+            files.append(
+                ev.plot_comparison(
+                    image, scr, pred, gt, out_dir / f"{stem}_comparison.png", title=stem
+                )
+            )
+    files.extend(ev.write_scores(scores, out_dir))
+    mean = ev.summarize(scores)
+    if figures:
+        files.append(
+            ev.plot_confusion(
+                mean.confusion, mean.classes, out_dir / "evaluation_confusion.png"
+            )
+        )
+    return {
+        "scores": scores,
+        "mean": mean,
+        "files": files,
+        "table": ev.format_table(scores),
+    }
+
+
+def evaluate_from_config(config: Config) -> dict[str, Any]:
+    """Run the config's evaluate section (see :func:`evaluate`)."""
+    if config.evaluate is None:
+        raise ConfigError(
+            "the config has no evaluate section; add evaluate: {ground_truth, output_dir}"
+        )
+    e = config.evaluate
+    predictions = e.predictions
+    images = e.images
+    if predictions is None:
+        if config.predict is None:
+            raise ConfigError(
+                "evaluate.predictions is missing and there is no predict section to take them from"
+            )
+        plan = plan_prediction(
+            config.predict.inputs,
+            config.predict.output_dir,
+            fmt=config.predict.format,
+            output_name=config.predict.output_name,
+        )
+        predictions = [str(paths.labels) for _, paths in plan]
+        if images is None:
+            images = [str(src) for src, _ in plan]
+    return evaluate(
+        predictions,
+        e.ground_truth,
+        e.output_dir,
+        images=images,
+        scribbles=e.scribbles,
+        figures=e.figures,
+        instances=e.instances,
+    )

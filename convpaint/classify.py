@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 _FEW_PIXELS = 20
 
 
-def make_forest(config: RandomForestConfig, *, seed: int, n_jobs: int) -> RandomForestClassifier:
+def make_forest(
+    config: RandomForestConfig, *, seed: int, n_jobs: int
+) -> RandomForestClassifier:
     """An unfitted forest built from the config."""
     return RandomForestClassifier(
         n_estimators=config.n_estimators,
@@ -35,9 +37,7 @@ def make_forest(config: RandomForestConfig, *, seed: int, n_jobs: int) -> Random
     )
 
 
-def cap_per_class(
-    y: NDArray, cap: int | None, *, seed: int
-) -> NDArray[np.intp]:
+def cap_per_class(y: NDArray, cap: int | None, *, seed: int) -> NDArray[np.intp]:
     """Indices of at most ``cap`` samples per class (seeded, order kept)."""
     if cap is None:
         return np.arange(len(y))

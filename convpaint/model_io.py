@@ -74,15 +74,23 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 def _forest_arrays(forest: RandomForestClassifier) -> dict[str, np.ndarray]:
     states = [t.tree_.__getstate__() for t in forest.estimators_]
     nodes = [s["nodes"] for s in states]
-    out = {f: np.concatenate([n[f] for n in nodes]) for f in _NODE_FIELDS if f in nodes[0].dtype.names}
-    out["values"] = np.concatenate([s["values"][:, 0, :] for s in states]).astype(np.float64)
+    out = {
+        f: np.concatenate([n[f] for n in nodes])
+        for f in _NODE_FIELDS
+        if f in nodes[0].dtype.names
+    }
+    out["values"] = np.concatenate([s["values"][:, 0, :] for s in states]).astype(
+        np.float64
+    )
     counts = [len(n) for n in nodes]
     out["node_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out["max_depths"] = np.array([s["max_depth"] for s in states], dtype=np.int64)
     return out
 
 
-def save_model(path: Path | str, forest: RandomForestClassifier, meta: dict[str, Any]) -> Path:
+def save_model(
+    path: Path | str, forest: RandomForestClassifier, meta: dict[str, Any]
+) -> Path:
     """Write ``forest`` and ``meta`` (JSON-serialisable) to ``path`` atomically."""
     path = Path(path)
     arrays = _forest_arrays(forest)
@@ -96,7 +104,10 @@ def save_model(path: Path | str, forest: RandomForestClassifier, meta: dict[str,
         "n_features": int(forest.n_features_in_),
         "array_sha256": {name: _sha(b) for name, b in blobs.items()},
     }
-    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    with (
+        atomic_output(path) as tmp,
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf,
+    ):
         zf.writestr("model.json", json.dumps(meta, indent=2, sort_keys=False))
         for name, blob in blobs.items():
             zf.writestr(name, blob)
@@ -158,18 +169,25 @@ def _read(path: Path, *, arrays: bool) -> tuple[dict[str, Any], dict[str, np.nda
                 raise _refuse(path, f"{entry} is missing")
             blob = zf.read(entry)
             if expected.get(entry) != _sha(blob):
-                raise _refuse(path, f"checksum of {entry} does not match (file corrupted or edited)")
+                raise _refuse(
+                    path,
+                    f"checksum of {entry} does not match (file corrupted or edited)",
+                )
             try:
                 arr = np.load(io.BytesIO(blob), allow_pickle=False)
             except ValueError as err:
-                raise _refuse(path, f"{entry} is not a plain numeric array ({err})") from err
+                raise _refuse(
+                    path, f"{entry} is not a plain numeric array ({err})"
+                ) from err
             if arr.dtype.kind not in "iuf" or arr.ndim > 2:
                 raise _refuse(path, f"{entry} has dtype {arr.dtype}, expected numbers")
             out[name] = arr
     return meta, out
 
 
-def _rebuild_forest(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path, n_jobs: int) -> RandomForestClassifier:
+def _rebuild_forest(
+    meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path, n_jobs: int
+) -> RandomForestClassifier:
     from sklearn.tree._tree import NODE_DTYPE, Tree
 
     info = meta["forest"]
@@ -190,7 +208,9 @@ def _rebuild_forest(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: P
         n = b - a
         lc, rc = left[a:b], right[a:b]
         # children must point inside this tree (-1 marks leaves): no out-of-bounds reads
-        if ((lc != -1) & ((lc <= 0) | (lc >= n))).any() or ((rc != -1) & ((rc <= 0) | (rc >= n))).any():
+        if ((lc != -1) & ((lc <= 0) | (lc >= n))).any() or (
+            (rc != -1) & ((rc <= 0) | (rc >= n))
+        ).any():
             raise _refuse(path, f"tree {i} has invalid child indices")
         nodes = np.zeros(n, dtype=NODE_DTYPE)
         for field in NODE_DTYPE.names:
@@ -231,5 +251,7 @@ def load_model(path: Path | str, *, n_jobs: int = 1) -> LoadedModel:
     except ModelBundleError:
         raise
     except (KeyError, TypeError, ValueError) as err:
-        raise _refuse(path, f"inconsistent content ({type(err).__name__}: {err})") from err
+        raise _refuse(
+            path, f"inconsistent content ({type(err).__name__}: {err})"
+        ) from err
     return LoadedModel(forest=forest, meta=meta, path=path)

@@ -37,5 +37,7 @@ def bar(total: int | None, description: str, unit: str) -> Iterator[Any]:
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False) as b:
+    with tqdm(
+        total=total, desc=description, unit=unit, file=sys.stderr, leave=False
+    ) as b:
         yield b

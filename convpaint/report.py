@@ -657,6 +657,9 @@ def _draw_confusion(ax: Any, cv: Mapping[str, Any]) -> None:
     )
 
 
+_UNINFORMATIVE_KEYS = {"k", "unit"}
+
+
 def _importance_panels(
     importances: Mapping[str, Any], max_panels: int, max_values: int
 ) -> list[tuple[str, dict[str, float]]]:
@@ -667,6 +670,10 @@ def _importance_panels(
         panels.append(("importance per extractor", dict(by_extractor)))
     for extractor, keys in (importances.get("by_extractor_key") or {}).items():
         for key, values in keys.items():
+            # eigenvalue indices and per-unit/channel ids tell a reader little; the
+            # JSON keeps them all
+            if key in _UNINFORMATIVE_KEYS:
+                continue
             if 2 <= len(values) <= max_values:
                 panels.append((f"{extractor}: importance per {key}", dict(values)))
     return panels[:max_panels]

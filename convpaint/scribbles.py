@@ -395,17 +395,20 @@ def _scribble_plane(
     sk_y, sk_x = np.nonzero(skeleton)
     sk_class = plane[sk_y, sk_x]
 
-    budgets = _class_budgets(areas, fraction * float(areas.sum()))
+    total_budget = fraction * float(areas.sum())
+    budgets = _class_budgets(areas, total_budget)
+    floors = np.minimum(areas, _MIN_CLASS_PIXELS)
     class_rngs = rng.spawn(len(classes))
     # small classes first; what a class cannot use (or overshoots) is shared out
     # among the classes still to come, so the plane total stays on budget
-    to_paint = float(budgets.sum())
+    # (the minimum pixels of small classes come out of the larger classes' share)
+    to_paint = total_budget
     order = np.argsort(areas, kind="stable")
     for rank, idx in enumerate(order):
         c = classes[idx]
         planned = float(budgets[order[rank:]].sum())
         budget = to_paint * budgets[idx] / planned if planned > 0 else 0.0
-        budget = min(budget, float(areas[idx]))
+        budget = min(max(budget, float(floors[idx])), float(areas[idx]))
         sel = sk_class == c
         painter = _ClassPainter(
             plane=plane,

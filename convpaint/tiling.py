@@ -36,7 +36,9 @@ class Block:
         return slice(ty0 - ey0, ty1 - ey0), slice(tx0 - ex0, tx1 - ex0)
 
 
-def iter_tiles(shape: tuple[int, int], tile_size: int) -> Iterator[tuple[int, int, int, int]]:
+def iter_tiles(
+    shape: tuple[int, int], tile_size: int
+) -> Iterator[tuple[int, int, int, int]]:
     """Yield ``(y0, y1, x0, x1)`` tiles covering a ``(Y, X)`` shape, row by row."""
     height, width = shape
     for y0 in range(0, height, tile_size):
@@ -71,7 +73,12 @@ def read_block(image: object, block: Block) -> NDArray:
     ey0, ey1, ex0, ex1 = block.extended
     iy = symmetric_index(ey0, ey1, height)
     ix = symmetric_index(ex0, ex1, width)
-    ry0, ry1, rx0, rx1 = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
+    ry0, ry1, rx0, rx1 = (
+        int(iy.min()),
+        int(iy.max()) + 1,
+        int(ix.min()),
+        int(ix.max()) + 1,
+    )
     window = image[:, ry0:ry1, rx0:rx1]  # type: ignore[index]
     if hasattr(window, "compute"):
         window = window.compute(scheduler="synchronous")

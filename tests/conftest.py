@@ -11,7 +11,9 @@ import tifffile
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
-BENCH = Path(os.environ.get("CONVPAINT_BENCHDATA", ROOT.parent / "shared" / "benchdata"))
+BENCH = Path(
+    os.environ.get("CONVPAINT_BENCHDATA", ROOT.parent / "shared" / "benchdata")
+)
 SHARED_WEIGHTS = ROOT.parent / "shared" / "weights"
 
 
@@ -36,8 +38,12 @@ def em_crop(bench: Path, tmp_path: Path) -> dict[str, Path]:
     """A 160x192 crop of a real EM image with its scribbles, as TIFF files."""
     from PIL import Image
 
-    img = np.asarray(Image.open(bench / "isbi2012_em_membranes/images/0.png"))[:160, :192]
-    scr = tifffile.imread(bench / "isbi2012_em_membranes/derived/0_scribbles.tif")[:160, :192]
+    img = np.asarray(Image.open(bench / "isbi2012_em_membranes/images/0.png"))[
+        :160, :192
+    ]
+    scr = tifffile.imread(bench / "isbi2012_em_membranes/derived/0_scribbles.tif")[
+        :160, :192
+    ]
     assert set(np.unique(scr)) >= {1, 2}
     (tmp_path / "images").mkdir()
     (tmp_path / "annotations").mkdir()
@@ -98,15 +104,26 @@ def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not BENCH.is_dir():
         pytest.skip("benchmark data not found")
     d = tmp_path_factory.mktemp("em_model")
-    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/5.png"))[:200, :240]
-    scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/5_scribbles.tif")[:200, :240]
+    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/5.png"))[
+        :200, :240
+    ]
+    scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/5_scribbles.tif")[
+        :200, :240
+    ]
     tifffile.imwrite(d / "img.tif", img)
     tifffile.imwrite(d / "scr.tif", scr)
     raw = {
-        "features": [{"name": "vgg16", "scalings": [1, 2, 4]}, {"name": "filters", "sigmas": [1.0, 3.5]}],
+        "features": [
+            {"name": "vgg16", "scalings": [1, 2, 4]},
+            {"name": "filters", "sigmas": [1.0, 3.5]},
+        ],
         "classifier": {"n_estimators": 25, "seed": 0},
-        "train": {"images": [str(d / "img.tif")], "annotations": [str(d / "scr.tif")],
-                  "model": str(d / "m.cpm"), "report": False},
+        "train": {
+            "images": [str(d / "img.tif")],
+            "annotations": [str(d / "scr.tif")],
+            "model": str(d / "m.cpm"),
+            "report": False,
+        },
     }
     api.train(parse_config(raw))
     return d / "m.cpm"

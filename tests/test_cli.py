@@ -28,13 +28,21 @@ def invoke(*args: str) -> object:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    return (
+        sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+        if folder.exists()
+        else []
+    )
 
 
 @pytest.fixture()
 def sample_copy(tmp_path: Path) -> Path:
     """The repository's sample data and configs, copied so tests never write into the repo."""
-    shutil.copytree(SAMPLE, tmp_path / "sample_data", ignore=shutil.ignore_patterns("models", "predictions*"))
+    shutil.copytree(
+        SAMPLE,
+        tmp_path / "sample_data",
+        ignore=shutil.ignore_patterns("models", "predictions*"),
+    )
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     return tmp_path
 
@@ -46,7 +54,9 @@ def test_quickstart_on_sample_data(sample_copy: Path) -> None:
     assert res.exit_code == 0, res.output
     model = sample_copy / "sample_data/models/nuclei.cpm"
     assert model.is_file() and "Model saved" in res.output
-    report = json.loads((sample_copy / "sample_data/models/nuclei_report.json").read_text())
+    report = json.loads(
+        (sample_copy / "sample_data/models/nuclei_report.json").read_text()
+    )
     assert report["cross_validation"]["accuracy"] > 0.9
     res = invoke("predict", cfg, "--quiet")
     assert res.exit_code == 0, res.output
@@ -57,8 +67,20 @@ def test_quickstart_on_sample_data(sample_copy: Path) -> None:
 
     # the config-free form, zarr output with probabilities, through a glob
     out = sample_copy / "zarr_out"
-    res = invoke("predict", "--model", model, "--output", out, "--format", "zarr", "--probabilities",
-                 "--tile-size", "200", "-q", str(sample_copy / "sample_data/images/*.tif"))
+    res = invoke(
+        "predict",
+        "--model",
+        model,
+        "--output",
+        out,
+        "--format",
+        "zarr",
+        "--probabilities",
+        "--tile-size",
+        "200",
+        "-q",
+        str(sample_copy / "sample_data/images/*.tif"),
+    )
     assert res.exit_code == 0, res.output
     labels = zarr.open(str(out / "nuclei_labels.zarr"), mode="r")
     np.testing.assert_array_equal(labels[:], pred)  # other tiles, same labels
@@ -69,7 +91,11 @@ def test_quickstart_on_sample_data(sample_copy: Path) -> None:
 
     # `info` shows what the model holds
     res = invoke("info", model)
-    assert res.exit_code == 0 and '"classes"' in res.output and "weights_sha256" in res.output
+    assert (
+        res.exit_code == 0
+        and '"classes"' in res.output
+        and "weights_sha256" in res.output
+    )
 
 
 def test_retraining_is_reproducible(em_config: Path) -> None:
@@ -103,7 +129,6 @@ def test_existing_outputs_are_kept_unless_asked(em_config: Path) -> None:
 
 def _break(em_crop: dict, kind: str) -> tuple[str, str]:
     """Apply one kind of bad input to the EM crop; return (config text, expected phrase)."""
-    d = em_crop["dir"]
     base = "train:\n  images: [images/em.tif]\n  annotations: annotations/{stem}_scribbles.tif\n  model: models/m.cpm\n"
     if kind == "unknown key":
         return base + "  modle: x.cpm\n", "train.modle: unknown key"
@@ -113,7 +138,10 @@ def _break(em_crop: dict, kind: str) -> tuple[str, str]:
         em_crop["scribbles"].unlink()
         return base, "no annotation file for image"
     if kind == "bad axes":
-        return base + "  axes: YXC\n", "but axes 'YXC' expect 3 dimensions; set axes: YX"
+        return (
+            base + "  axes: YXC\n",
+            "but axes 'YXC' expect 3 dimensions; set axes: YX",
+        )
     if kind == "one class":
         s = tifffile.imread(em_crop["scribbles"])
         tifffile.imwrite(em_crop["scribbles"], np.where(s > 0, 1, 0).astype(np.uint8))
@@ -137,12 +165,24 @@ def _break(em_crop: dict, kind: str) -> tuple[str, str]:
     raise AssertionError(kind)
 
 
-BAD_INPUTS = ["unknown key", "missing image", "missing annotations", "bad axes", "one class",
-              "empty annotations", "wrong annotation shape", "nan image", "corrupt tiff", "bad yaml"]
+BAD_INPUTS = [
+    "unknown key",
+    "missing image",
+    "missing annotations",
+    "bad axes",
+    "one class",
+    "empty annotations",
+    "wrong annotation shape",
+    "nan image",
+    "corrupt tiff",
+    "bad yaml",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_INPUTS)
-def test_bad_input_exits_1_with_one_message_and_writes_nothing(em_crop: dict, kind: str) -> None:
+def test_bad_input_exits_1_with_one_message_and_writes_nothing(
+    em_crop: dict, kind: str
+) -> None:
     """Each bad input gives exit 1, one located message, and no file written."""
     text, phrase = _break(em_crop, kind)
     cfg = write_config(em_crop["dir"] / "bad.yaml", text)
@@ -161,13 +201,29 @@ def test_predict_errors(trained_em_model: Path, tmp_path: Path) -> None:
     img = trained_em_model.parent / "img.tif"
     res = invoke("predict", "--model", bogus, "--output", tmp_path / "o", img)
     assert res.exit_code == 1 and "not a usable convpaint model" in res.output
-    res = invoke("predict", "--model", trained_em_model, "--output", tmp_path / "o", tmp_path / "none.tif")
+    res = invoke(
+        "predict",
+        "--model",
+        trained_em_model,
+        "--output",
+        tmp_path / "o",
+        tmp_path / "none.tif",
+    )
     assert res.exit_code == 1 and "does not exist" in res.output
     rgb = tmp_path / "rgb.png"
     from PIL import Image
 
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(rgb)
-    res = invoke("predict", "--model", trained_em_model, "--output", tmp_path / "o", "--axes", "YXC", rgb)
+    res = invoke(
+        "predict",
+        "--model",
+        trained_em_model,
+        "--output",
+        tmp_path / "o",
+        "--axes",
+        "YXC",
+        rgb,
+    )
     assert res.exit_code == 1 and "trained on 1" in " ".join(res.output.split())
     assert not (tmp_path / "o").exists() or _files(tmp_path / "o") == []
 
@@ -185,7 +241,11 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     from convpaint.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        runner.invoke(app, ["train", str(tmp_path / "none.yaml"), "--debug"], catch_exceptions=False)
+        runner.invoke(
+            app,
+            ["train", str(tmp_path / "none.yaml"), "--debug"],
+            catch_exceptions=False,
+        )
 
 
 def test_init_and_check(tmp_path: Path, em_config: Path) -> None:
@@ -198,7 +258,9 @@ def test_init_and_check(tmp_path: Path, em_config: Path) -> None:
     res = invoke("check", em_config)
     assert res.exit_code == 0, res.output
     flat = " ".join(res.output.split())
-    assert "config OK" in flat and "em_labels.tif" in flat and "n_estimators: 20" in flat
+    assert (
+        "config OK" in flat and "em_labels.tif" in flat and "n_estimators: 20" in flat
+    )
     assert _files(em_config.parent) == before
     assert invoke("check", em_config, "--schema").exit_code == 0
 
@@ -217,8 +279,17 @@ def test_shard_splits_inputs(trained_em_model: Path, tmp_path: Path) -> None:
     src = trained_em_model.parent / "img.tif"
     for i in range(3):
         shutil.copy(src, tmp_path / f"in{i}.tif")
-    res = invoke("predict", "-m", trained_em_model, "-o", tmp_path / "o", "--shard", "1/2", "-q",
-                 str(tmp_path / "in*.tif"))
+    res = invoke(
+        "predict",
+        "-m",
+        trained_em_model,
+        "-o",
+        tmp_path / "o",
+        "--shard",
+        "1/2",
+        "-q",
+        str(tmp_path / "in*.tif"),
+    )
     assert res.exit_code == 0, res.output
     assert _files(tmp_path / "o") == ["in1_labels.tif"]
 
@@ -228,5 +299,89 @@ def test_python_dash_m(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "convpaint", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "convpaint", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "convpaint" in out.stdout
+
+
+def test_scribbles_command(tmp_path: Path) -> None:
+    """`scribbles` writes reproducible, in-class scribbles named for the training template."""
+    gt = SAMPLE / "ground_truth/nuclei_gt.tif"
+    res = invoke(
+        "scribbles", gt, "-o", tmp_path / "a", "--fraction", "0.01", "--seed", "3"
+    )
+    assert res.exit_code == 0, res.output
+    a = tifffile.imread(tmp_path / "a/nuclei_scribbles.tif")
+    assert (
+        invoke(
+            "scribbles", gt, "-o", tmp_path / "b", "--fraction", "0.01", "--seed", "3"
+        ).exit_code
+        == 0
+    )
+    np.testing.assert_array_equal(
+        a, tifffile.imread(tmp_path / "b/nuclei_scribbles.tif")
+    )
+    truth = tifffile.imread(gt)
+    assert set(np.unique(a[a > 0])) == {1, 2} and np.all(a[a > 0] == truth[a > 0])
+    assert 0.0075 <= (a > 0).mean() <= 0.0125
+    res = invoke("scribbles", gt, "-o", tmp_path / "a")
+    assert res.exit_code == 1 and "--overwrite" in res.output
+
+
+def test_evaluate_command_and_config_form(tmp_path: Path) -> None:
+    """`evaluate` scores files (flags or config), writes CSV/JSON/PNG, and matches score()."""
+    gt = tifffile.imread(SAMPLE / "ground_truth/nuclei_gt.tif")
+    pred = gt.copy()
+    pred[:100, :100] = 1  # some errors
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred/nuclei_labels.tif", pred)
+    res = invoke(
+        "evaluate",
+        "-p",
+        tmp_path / "pred/nuclei_labels.tif",
+        "-g",
+        str(SAMPLE / "ground_truth/{stem}_gt.tif"),
+        "--image",
+        str(SAMPLE / "images/{stem}.tif"),
+        "--scribbles",
+        str(SAMPLE / "annotations/{stem}_scribbles.tif"),
+        "-o",
+        tmp_path / "ev",
+        "--figures",
+    )
+    assert res.exit_code == 0, res.output
+    expected = score(pred, gt).miou
+    data = json.loads((tmp_path / "ev/evaluation.json").read_text())
+    assert abs(data["mean"]["miou"] - expected) < 1e-9
+    names = sorted(p.name for p in (tmp_path / "ev").iterdir())
+    assert names == [
+        "evaluation.csv",
+        "evaluation.json",
+        "evaluation_confusion.csv",
+        "evaluation_confusion.png",
+        "nuclei_comparison.png",
+    ]
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        f"""
+predict:
+  model: unused.cpm
+  inputs: [{SAMPLE / "images"}]
+  output_dir: pred
+evaluate:
+  ground_truth: {SAMPLE / "ground_truth"}/{{stem}}_gt.tif
+  output_dir: ev2
+""",
+    )
+    res = invoke("evaluate", cfg)
+    assert res.exit_code == 0, res.output
+    assert f"{expected:.3f}" in res.output
+    res = invoke(
+        "evaluate",
+        "-p",
+        tmp_path / "pred/nuclei_labels.tif",
+        "-g",
+        tmp_path / "none.tif",
+    )
+    assert res.exit_code == 1 and "does not exist" in res.output

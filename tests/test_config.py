@@ -14,7 +14,9 @@ from convpaint.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_example_configs_validate_and_round_trip(path: Path) -> None:
     """Every shipped example config validates and survives dump -> parse unchanged."""
     config = load_config(path)
@@ -52,15 +54,36 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
         # misspelled keys, at several depths
         ({"classifer": {}}, ["classifer", "unknown key"]),
         ({"classifier": {"n_trees": 3}}, ["classifier.n_trees", "unknown key"]),
-        ({"features": {"name": "vgg16", "scaling": [1]}}, ["features.extractors", "0.scaling", "unknown key"]),
+        (
+            {"features": {"name": "vgg16", "scaling": [1]}},
+            ["features.extractors", "0.scaling", "unknown key"],
+        ),
         # bad values
-        ({"features": {"name": "filters", "sigmas": [-1]}}, ["0.sigmas.0", "greater than 0"]),
-        ({"features": {"name": "vgg16", "layers": ["conv9_9"]}}, ["unknown VGG16 layer"]),
-        ({"features": {"name": "vgg"}}, ["unknown extractor 'vgg'", "did you mean 'vgg16'"]),
-        ({"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "XYZ"}}, ["train.axes", "not supported"]),
-        ({"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "QYX"}}, ["train.axes", "not a valid axes"]),
+        (
+            {"features": {"name": "filters", "sigmas": [-1]}},
+            ["0.sigmas.0", "greater than 0"],
+        ),
+        (
+            {"features": {"name": "vgg16", "layers": ["conv9_9"]}},
+            ["unknown VGG16 layer"],
+        ),
+        (
+            {"features": {"name": "vgg"}},
+            ["unknown extractor 'vgg'", "did you mean 'vgg16'"],
+        ),
+        (
+            {"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "XYZ"}},
+            ["train.axes", "not supported"],
+        ),
+        (
+            {"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "QYX"}},
+            ["train.axes", "not a valid axes"],
+        ),
         ({"predict": {"inputs": ["a.tif"]}}, ["predict.model is missing"]),
-        ({"predict": {"model": "m.cpm", "inputs": ["a"], "format": "png"}}, ["predict.format"]),
+        (
+            {"predict": {"model": "m.cpm", "inputs": ["a"], "format": "png"}},
+            ["predict.format"],
+        ),
         ({"version": 99}, ["newer than this convpaint", "upgrade"]),
     ],
 )

@@ -12,14 +12,21 @@ from convpaint.config import parse_config
 from convpaint.errors import UnknownExtractorError, WeightsError
 from convpaint.features import FeaturePipeline, list_extractors
 from convpaint.features import weights as weights_mod
-from convpaint.features.cnn import VGG16Extractor, VGG16Params, resolve_vgg16_layer, upsample_linear
+from convpaint.features.cnn import (
+    VGG16Extractor,
+    VGG16Params,
+    resolve_vgg16_layer,
+    upsample_linear,
+)
 from convpaint.features.pipeline import Normalization
 from convpaint.features.registry import build_extractor, params_model
 from convpaint.tiling import iter_tiles, plan_block, read_block
 
 
 def _pipeline(specs: list[dict], n_channels: int = 1) -> FeaturePipeline:
-    return FeaturePipeline(parse_config({"features": specs}).features.extractors, n_channels)
+    return FeaturePipeline(
+        parse_config({"features": specs}).features.extractors, n_channels
+    )
 
 
 def _tiled(image: np.ndarray, pipe: FeaturePipeline, tile: int) -> np.ndarray:
@@ -34,9 +41,18 @@ def _tiled(image: np.ndarray, pipe: FeaturePipeline, tile: int) -> np.ndarray:
 
 EXTRACTOR_CASES = {
     "vgg16": [{"name": "vgg16"}],
-    "vgg16-deeper": [{"name": "vgg16", "layers": ["conv1_1", "relu1_2", "conv2_1"], "scalings": [1, 3]}],
+    "vgg16-deeper": [
+        {
+            "name": "vgg16",
+            "layers": ["conv1_1", "relu1_2", "conv2_1"],
+            "scalings": [1, 3],
+        }
+    ],
     "filters": [{"name": "filters", "sigmas": [0.3, 1.0, 3.5]}],
-    "vgg16+filters": [{"name": "vgg16", "scalings": [1, 2]}, {"name": "filters", "sigmas": [0.7, 2.0]}],
+    "vgg16+filters": [
+        {"name": "vgg16", "scalings": [1, 2]},
+        {"name": "filters", "sigmas": [0.7, 2.0]},
+    ],
 }
 
 
@@ -68,9 +84,16 @@ def test_halo_covers_dependencies(case: str) -> None:
     tile = (pipe.halo + 20, pipe.halo + 40, pipe.halo + 20, pipe.halo + 40)
     block = plan_block(tile, halo=pipe.halo, alignment=pipe.alignment)
     big = plan_block((0, size, 0, size), halo=pipe.halo, alignment=pipe.alignment)
-    ref = pipe.compute(read_block(image, big), (slice(tile[0] - big.extended[0], tile[1] - big.extended[0]),
-                                                 slice(tile[2] - big.extended[2], tile[3] - big.extended[2])))
-    np.testing.assert_array_equal(pipe.compute(read_block(image, block), block.trim), ref)
+    ref = pipe.compute(
+        read_block(image, big),
+        (
+            slice(tile[0] - big.extended[0], tile[1] - big.extended[0]),
+            slice(tile[2] - big.extended[2], tile[3] - big.extended[2]),
+        ),
+    )
+    np.testing.assert_array_equal(
+        pipe.compute(read_block(image, block), block.trim), ref
+    )
     # the block the tiler reads is all the context needed: pixels outside it are free
     ey0, ey1, ex0, ex1 = block.extended
     changed = image.copy()
@@ -86,17 +109,25 @@ def test_upsampling_matches_bilinear_and_is_offset_exact(factor: int) -> None:
     y = torch.rand(24, 19, 5)
     ours = upsample_linear(y, factor)
     ref = torch.nn.functional.interpolate(
-        y.permute(2, 0, 1)[None], scale_factor=factor, mode="bilinear", align_corners=False
+        y.permute(2, 0, 1)[None],
+        scale_factor=factor,
+        mode="bilinear",
+        align_corners=False,
     )[0].permute(1, 2, 0)
     assert torch.allclose(ours, ref, atol=1e-6)
     crop = upsample_linear(y[4:20, 3:15], factor)
     f = factor
-    assert torch.equal(crop[f : -f, f : -f], ours[5 * f : 19 * f, 4 * f : 14 * f])
+    assert torch.equal(crop[f:-f, f:-f], ours[5 * f : 19 * f, 4 * f : 14 * f])
 
 
 def test_vgg16_layers_and_names() -> None:
     """Layers resolve from indices, 'features.N' and names; counts and names agree."""
-    assert resolve_vgg16_layer(0) == resolve_vgg16_layer("conv1_1") == resolve_vgg16_layer("features.0") == 0
+    assert (
+        resolve_vgg16_layer(0)
+        == resolve_vgg16_layer("conv1_1")
+        == resolve_vgg16_layer("features.0")
+        == 0
+    )
     assert resolve_vgg16_layer("pool2") == 9
     e = VGG16Extractor(VGG16Params(layers=["conv1_1", "conv2_1"], scalings=[1, 2]))
     assert e.n_features(1) == 2 * (64 + 128)
@@ -107,26 +138,36 @@ def test_vgg16_layers_and_names() -> None:
 
 def test_bundled_weights_equal_the_imagenet_checkpoint(shared_weights: Path) -> None:
     """The bundled slice holds exactly the genuine ImageNet VGG16 layers."""
-    full = torch.load(shared_weights / "vgg16_features_imagenet1k_v1.pth", weights_only=True)
+    full = torch.load(
+        shared_weights / "vgg16_features_imagenet1k_v1.pth", weights_only=True
+    )
     bundled = weights_mod.load_vgg16_state([0, 2, 5, 7])
     for key, value in bundled.items():
         np.testing.assert_array_equal(value, full[key].numpy())
     assert abs(float(bundled["features.0.weight"][0, 0, 0, 0]) - (-0.5537)) < 1e-4
 
 
-def test_deeper_layers_from_weights_dir(shared_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deeper_layers_from_weights_dir(
+    shared_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Layers beyond the bundle load from $CONVPAINT_WEIGHTS_DIR with a stable digest."""
     monkeypatch.setenv(weights_mod.WEIGHTS_ENV, str(shared_weights))
     e = VGG16Extractor(VGG16Params(layers=["conv3_1"], scalings=[1]))
     out = e(np.zeros((1, 16, 16), np.float32))
     assert out.shape == (16, 16, 256)
     # the digest of bundled layers is the same whichever file they came from
-    a = weights_mod.digest(weights_mod.load_vgg16_state([0]), ["features.0.weight", "features.0.bias"])
-    b_state = weights_mod.load_vgg16_state([0], shared_weights / "vgg16_features_imagenet1k_v1.pth")
+    a = weights_mod.digest(
+        weights_mod.load_vgg16_state([0]), ["features.0.weight", "features.0.bias"]
+    )
+    b_state = weights_mod.load_vgg16_state(
+        [0], shared_weights / "vgg16_features_imagenet1k_v1.pth"
+    )
     assert a == weights_mod.digest(b_state, b_state.keys())
 
 
-def test_missing_deep_weights_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_deep_weights_offline_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Offline without the full weights, the error names the places tried and the fix."""
     monkeypatch.delenv(weights_mod.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -138,7 +179,11 @@ def test_missing_deep_weights_offline_error(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(WeightsError) as info:
         weights_mod.load_vgg16_state([10])
     msg = str(info.value)
-    assert "not bundled" in msg and str(tmp_path / "hub") in msg and weights_mod.WEIGHTS_ENV in msg
+    assert (
+        "not bundled" in msg
+        and str(tmp_path / "hub") in msg
+        and weights_mod.WEIGHTS_ENV in msg
+    )
     with pytest.raises(WeightsError, match="does not exist"):
         weights_mod.load_vgg16_state([0], tmp_path / "missing.pth")
 

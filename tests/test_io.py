@@ -48,10 +48,19 @@ def _write(path: Path, data: np.ndarray, kind: str) -> Path:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("tif", "a.tif"), ("lzw", "a.tif"), ("bigtiff", "a.btf"), ("ome", "a.ome.tif"),
-     ("zarr", "a.zarr"), ("npy", "a.npy"), ("png", "a.png")],
+    [
+        ("tif", "a.tif"),
+        ("lzw", "a.tif"),
+        ("bigtiff", "a.btf"),
+        ("ome", "a.ome.tif"),
+        ("zarr", "a.zarr"),
+        ("npy", "a.npy"),
+        ("png", "a.png"),
+    ],
 )
-def test_gray_images_round_trip_in_every_format(tmp_path: Path, kind: str, name: str) -> None:
+def test_gray_images_round_trip_in_every_format(
+    tmp_path: Path, kind: str, name: str
+) -> None:
     """Each supported format opens lazily as (1, Y, X) with the original values."""
     data = GRAY if kind != "png" else (GRAY // 16).astype(np.uint8)
     path = _write(tmp_path / name, data, kind)
@@ -90,7 +99,9 @@ def test_channel_first_tiff(tmp_path: Path) -> None:
         ((4, 5, 20, 30), "YX", ["stacks (Z/T) are not supported yet"]),
     ],
 )
-def test_wrong_axes_are_explained(tmp_path: Path, shape: tuple, axes: str, phrases: list[str]) -> None:
+def test_wrong_axes_are_explained(
+    tmp_path: Path, shape: tuple, axes: str, phrases: list[str]
+) -> None:
     """A shape that does not fit the declared axes names the file, shape and fix."""
     np.save(tmp_path / "x.npy", np.zeros(shape, np.uint8))
     with pytest.raises(DataError) as info:
@@ -129,7 +140,10 @@ def test_truncated_tiff_fails_when_read(tmp_path: Path) -> None:
 def test_labels_are_checked(tmp_path: Path) -> None:
     """Labels must be 2D integers of the image's size, without negatives."""
     tifffile.imwrite(tmp_path / "l.tif", np.zeros((10, 12), np.uint8))
-    with pytest.raises(DataError, match=r"shape \(10, 12\) but image 'img.tif' has Y/X shape \(10, 13\)"):
+    with pytest.raises(
+        DataError,
+        match=r"shape \(10, 12\) but image 'img.tif' has Y/X shape \(10, 13\)",
+    ):
         read_labels(tmp_path / "l.tif", shape_yx=(10, 13), image="img.tif")
     tifffile.imwrite(tmp_path / "f.tif", np.full((4, 4), 0.5, np.float32))
     with pytest.raises(DataError, match="non-integer"):
@@ -138,7 +152,9 @@ def test_labels_are_checked(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="negative"):
         read_labels(tmp_path / "n.tif", shape_yx=(4, 4), image="i")
     tifffile.imwrite(tmp_path / "ok.tif", np.full((4, 4), 2.0, np.float32))
-    assert read_labels(tmp_path / "ok.tif", shape_yx=(4, 4), image="i").dtype == np.int64
+    assert (
+        read_labels(tmp_path / "ok.tif", shape_yx=(4, 4), image="i").dtype == np.int64
+    )
 
 
 def test_expand_inputs(tmp_path: Path) -> None:
@@ -147,7 +163,9 @@ def test_expand_inputs(tmp_path: Path) -> None:
         (tmp_path / n).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub/c.tif").write_bytes(b"")
-    got = expand_inputs([str(tmp_path), str(tmp_path / "*.tif"), str(tmp_path / "**/*.tif")])
+    got = expand_inputs(
+        [str(tmp_path), str(tmp_path / "*.tif"), str(tmp_path / "**/*.tif")]
+    )
     assert [p.name for p in got] == ["a.tif", "b.tif", "c.tif"]
     with pytest.raises(DataError, match="matches no supported file"):
         expand_inputs([str(tmp_path / "*.png")])
@@ -155,7 +173,10 @@ def test_expand_inputs(tmp_path: Path) -> None:
         expand_inputs([str(tmp_path / "zzz.tif")])
 
 
-@pytest.mark.parametrize(("classes", "dtype"), [([1, 2], np.uint8), ([1, 300], np.uint16), ([5, 70000], np.uint32)])
+@pytest.mark.parametrize(
+    ("classes", "dtype"),
+    [([1, 2], np.uint8), ([1, 300], np.uint16), ([5, 70000], np.uint32)],
+)
 def test_label_dtype(classes: list[int], dtype: type) -> None:
     """Labels use the smallest unsigned dtype that holds the class values."""
     assert label_dtype(classes) == dtype
@@ -164,19 +185,29 @@ def test_label_dtype(classes: list[int], dtype: type) -> None:
 @pytest.mark.parametrize("fmt", ["tif", "zarr"])
 def test_writer_streams_tiles_and_records_axes(tmp_path: Path, fmt: str) -> None:
     """Tiles written out of order assemble into labels and probabilities with axes metadata."""
-    plan = plan_outputs([tmp_path / "img.tif"], tmp_path / "out", fmt=fmt, probabilities=True)[0]
+    plan = plan_outputs(
+        [tmp_path / "img.tif"], tmp_path / "out", fmt=fmt, probabilities=True
+    )[0]
     labels = RNG.integers(1, 3, size=(30, 45)).astype(np.uint8) * 3
     probs = RNG.random((2, 30, 45)).astype(np.float32)
     w = ResultWriter(plan, shape_yx=(30, 45), classes=[3, 6], fmt=fmt, chunk=16)
     for y0, x0 in [(16, 16), (0, 0), (16, 0), (0, 16)]:
         sl = (slice(y0, y0 + 16), slice(x0, x0 + 32))
-        w.write((y0, min(y0 + 16, 30), x0, min(x0 + 32, 45)), labels[sl], probs[(slice(None), *sl)])
+        w.write(
+            (y0, min(y0 + 16, 30), x0, min(x0 + 32, 45)),
+            labels[sl],
+            probs[(slice(None), *sl)],
+        )
     assert not plan.labels.exists()  # nothing under the final name before finish
     paths = w.finish()
     assert paths == [plan.labels, plan.probabilities]
     if fmt == "tif":
         with tifffile.TiffFile(plan.labels) as tf:
-            assert tf.is_imagej and tf.series[0].axes == "YX" and tf.pages[0].compression == 8
+            assert (
+                tf.is_imagej
+                and tf.series[0].axes == "YX"
+                and tf.pages[0].compression == 8
+            )
             np.testing.assert_array_equal(tf.asarray(), labels)
         with tifffile.TiffFile(plan.probabilities) as tf:
             assert tf.series[0].axes == "CYX"
@@ -185,7 +216,9 @@ def test_writer_streams_tiles_and_records_axes(tmp_path: Path, fmt: str) -> None
         z = zarr.open(str(plan.labels), mode="r")
         np.testing.assert_array_equal(z[:], labels)
         assert z.attrs["axes"] == "YX"
-        np.testing.assert_array_equal(zarr.open(str(plan.probabilities), mode="r")[:], probs)
+        np.testing.assert_array_equal(
+            zarr.open(str(plan.probabilities), mode="r")[:], probs
+        )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [plan.labels.name, plan.probabilities.name]
     )

@@ -30,7 +30,9 @@ def test_round_trip_gives_identical_probabilities(tmp_path: Path) -> None:
     forest, X = _forest()
     save_model(tmp_path / "m.cpm", forest, {"classes": forest.classes_.tolist()})
     loaded = load_model(tmp_path / "m.cpm")
-    np.testing.assert_array_equal(loaded.forest.predict_proba(X), forest.predict_proba(X))
+    np.testing.assert_array_equal(
+        loaded.forest.predict_proba(X), forest.predict_proba(X)
+    )
     np.testing.assert_array_equal(loaded.forest.classes_, [3, 7, 12])
     assert read_meta(tmp_path / "m.cpm")["format"] == "convpaint-model"
     assert not list(tmp_path.glob("*.partial"))
@@ -55,7 +57,9 @@ class _Evil:
         return (print, ("code ran",))
 
 
-def test_crafted_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_crafted_files_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Pickles, foreign zips, object arrays and tampered arrays are refused; nothing runs."""
     forest, _ = _forest()
     good = tmp_path / "good.cpm"
@@ -90,7 +94,9 @@ def test_crafted_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     meta = json.loads(zipfile.ZipFile(good).read("model.json"))
     import hashlib
 
-    meta["forest"]["array_sha256"]["forest/threshold.npy"] = hashlib.sha256(obj.getvalue()).hexdigest()
+    meta["forest"]["array_sha256"]["forest/threshold.npy"] = hashlib.sha256(
+        obj.getvalue()
+    ).hexdigest()
     forged = tmp_path / "forged.cpm"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(forged, "w") as dst:
         for n in src.namelist():
@@ -120,7 +126,9 @@ def test_trained_model_metadata(trained_em_model: Path) -> None:
     """A trained model records config, extractors, weights digest, classes, versions, files."""
     meta = read_meta(trained_em_model)
     assert meta["classes"] == [1, 2]
-    assert meta["n_features"] == 3 * 64 + 1 + 2 * 8  # vgg16 x3 scalings + intensity + 8 filters x 2 sigmas
+    assert (
+        meta["n_features"] == 3 * 64 + 1 + 2 * 8
+    )  # vgg16 x3 scalings + intensity + 8 filters x 2 sigmas
     assert len(meta["feature_names"]) == meta["n_features"]
     assert len(meta["fingerprints"][0]["weights_sha256"]) == 64
     assert {"convpaint", "scikit-learn", "torch", "numpy"} <= set(meta["versions"])
@@ -130,7 +138,9 @@ def test_trained_model_metadata(trained_em_model: Path) -> None:
     assert meta["halo"] >= 12 and meta["config"]["classifier"]["n_estimators"] == 25
 
 
-def test_feature_count_mismatch_is_refused(trained_em_model: Path, tmp_path: Path) -> None:
+def test_feature_count_mismatch_is_refused(
+    trained_em_model: Path, tmp_path: Path
+) -> None:
     """A model whose extractors now yield another feature count is refused clearly."""
     bad = tmp_path / "bad.cpm"
     with zipfile.ZipFile(trained_em_model) as src, zipfile.ZipFile(bad, "w") as dst:
@@ -138,16 +148,23 @@ def test_feature_count_mismatch_is_refused(trained_em_model: Path, tmp_path: Pat
             data = src.read(n)
             if n == "model.json":
                 meta = json.loads(data)
-                meta["extractors"][1]["sigmas"] = [1.0]  # the filters now give fewer features
+                meta["extractors"][1]["sigmas"] = [
+                    1.0
+                ]  # the filters now give fewer features
                 data = json.dumps(meta).encode()
             dst.writestr(n, data)
     img = trained_em_model.parent / "img.tif"
-    with pytest.raises(ModelBundleError, match=r"trained with 209 features but its extractors now produce 201"):
+    with pytest.raises(
+        ModelBundleError,
+        match=r"trained with 209 features but its extractors now produce 201",
+    ):
         api.predict(bad, [str(img)], tmp_path / "out")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_weights_digest_mismatch_is_refused(trained_em_model: Path, tmp_path: Path) -> None:
+def test_weights_digest_mismatch_is_refused(
+    trained_em_model: Path, tmp_path: Path
+) -> None:
     """Predicting with other weights than the model was trained with is refused."""
     bad = tmp_path / "w.cpm"
     with zipfile.ZipFile(trained_em_model) as src, zipfile.ZipFile(bad, "w") as dst:
@@ -162,10 +179,18 @@ def test_weights_digest_mismatch_is_refused(trained_em_model: Path, tmp_path: Pa
         api.predict(bad, [str(trained_em_model.parent / "img.tif")], tmp_path / "out")
 
 
-def test_channel_count_mismatch_is_refused(trained_em_model: Path, tmp_path: Path) -> None:
+def test_channel_count_mismatch_is_refused(
+    trained_em_model: Path, tmp_path: Path
+) -> None:
     """A 1-channel model refuses a 3-channel image with both counts in the message."""
     import tifffile
 
-    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((3, 40, 40), np.uint8), photometric="minisblack")
-    with pytest.raises(DataError, match=r"has 3 channel\(s\) but model .* trained on 1"):
-        api.predict(trained_em_model, [str(tmp_path / "rgb.tif")], tmp_path / "out", axes="CYX")
+    tifffile.imwrite(
+        tmp_path / "rgb.tif", np.zeros((3, 40, 40), np.uint8), photometric="minisblack"
+    )
+    with pytest.raises(
+        DataError, match=r"has 3 channel\(s\) but model .* trained on 1"
+    ):
+        api.predict(
+            trained_em_model, [str(tmp_path / "rgb.tif")], tmp_path / "out", axes="CYX"
+        )

@@ -5,13 +5,14 @@ from .classifier import RandomForestConfig
 from .data import SUPPORTED_AXES, check_axes
 from .features import ExtractorParams, FeatureConfig, format_validation_errors
 from .io import dump_config, load_config, parse_config, resolve_paths
-from .run import CONFIG_VERSION, Config, PredictSection, TrainSection
+from .run import CONFIG_VERSION, Config, EvaluateSection, PredictSection, TrainSection
 from .tiling import TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
     "SUPPORTED_AXES",
     "Config",
+    "EvaluateSection",
     "ExtractorParams",
     "FeatureConfig",
     "PredictSection",

@@ -24,7 +24,9 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 def _migrate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     version = raw.get("version", CONFIG_VERSION)
     if not isinstance(version, int) or version < 1:
-        raise ConfigError(f"{where}: version: expected a positive integer, got {version!r}")
+        raise ConfigError(
+            f"{where}: version: expected a positive integer, got {version!r}"
+        )
     if version > CONFIG_VERSION:
         raise ConfigError(
             f"{where}: config version {version} is newer than this convpaint supports "
@@ -59,6 +61,13 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
             p.model = config.train.model
         elif p.model is not None:
             p.model = Path(_join(base_dir, p.model))
+    if config.evaluate is not None:
+        e = config.evaluate
+        for name in ("predictions", "ground_truth", "images", "scribbles"):
+            values = getattr(e, name)
+            if values is not None:
+                setattr(e, name, [_join(base_dir, v) for v in values])
+        e.output_dir = Path(_join(base_dir, e.output_dir))
     for spec in config.features.extractors:
         weights = getattr(spec, "weights", None)
         if weights is not None:
@@ -66,7 +75,9 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
     return config
 
 
-def parse_config(raw: Any, *, where: str = "config", base_dir: Path | None = None) -> Config:
+def parse_config(
+    raw: Any, *, where: str = "config", base_dir: Path | None = None
+) -> Config:
     """Validate a raw mapping (as read from YAML) into a :class:`Config`.
 
     Raises

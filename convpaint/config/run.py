@@ -13,7 +13,13 @@ from .data import check_axes
 from .features import FeatureConfig
 from .tiling import TilingConfig
 
-__all__ = ["CONFIG_VERSION", "Config", "PredictSection", "TrainSection"]
+__all__ = [
+    "CONFIG_VERSION",
+    "Config",
+    "EvaluateSection",
+    "PredictSection",
+    "TrainSection",
+]
 
 CONFIG_VERSION = 1
 
@@ -116,6 +122,45 @@ class PredictSection(StrictModel):
         return value
 
 
+class EvaluateSection(StrictModel):
+    """Scoring predictions against dense ground truth (`convpaint evaluate CONFIG`).
+
+    Example::
+
+        evaluate:
+          ground_truth: ground_truth/{stem}_gt.tif
+          output_dir: evaluation
+          figures: true
+    """
+
+    predictions: list[str] | None = None
+    """Label images to score; default: the outputs planned by the predict section."""
+
+    ground_truth: list[str] = Field(min_length=1)
+    """A template with ``{stem}`` (the input image's stem, i.e. the prediction name
+    without ``_labels``), or files/globs paired one to one with the sorted predictions.
+    0 in the ground truth = not evaluated."""
+
+    images: list[str] | None = None
+    """Images for the figures (template or list); default: the predict section's inputs."""
+
+    scribbles: list[str] | None = None
+    """Training scribbles for the figures (template or list); optional."""
+
+    output_dir: Path = Path("evaluation")
+    """Where the CSV/JSON tables (and figures) are written."""
+
+    figures: bool = False
+    """Also write PNGs: image | scribbles | prediction | errors, and the confusion matrix."""
+
+    instances: bool = False
+    """The ground truth holds instance ids: map 0 -> background (1), >0 -> object (2)."""
+
+    _as_lists = field_validator(
+        "predictions", "ground_truth", "images", "scribbles", mode="before"
+    )(_as_list)
+
+
 class Config(StrictModel):
     """One convpaint run: what features, which classifier, what to train and predict.
 
@@ -140,9 +185,16 @@ class Config(StrictModel):
     predict: PredictSection | None = None
     """Prediction inputs and outputs (needed by `convpaint predict CONFIG`)."""
 
+    evaluate: EvaluateSection | None = None
+    """Scoring against ground truth (needed by `convpaint evaluate CONFIG`)."""
+
     @model_validator(mode="after")
     def _predict_model(self) -> Config:
-        if self.predict is not None and self.predict.model is None and self.train is None:
+        if (
+            self.predict is not None
+            and self.predict.model is None
+            and self.train is None
+        ):
             raise ValueError(
                 "predict.model is missing: name the model file, or add a train section "
                 "whose train.model is used"

@@ -15,7 +15,9 @@ from .registry import register_extractor
 
 __all__ = ["FilterBankExtractor", "FilterBankParams"]
 
-FilterName = Literal["gaussian", "laplacian", "gradient", "dog", "structure_tensor", "hessian"]
+FilterName = Literal[
+    "gaussian", "laplacian", "gradient", "dog", "structure_tensor", "hessian"
+]
 _ALL_FILTERS: list[FilterName] = [
     "gaussian",
     "laplacian",
@@ -29,7 +31,14 @@ _DOG_RATIO = 0.625
 #: Inner (derivative) scale of the structure tensor, as a fraction of sigma.
 _ST_INNER = 0.5
 #: Number of output features of each filter per channel and sigma.
-_WIDTH = {"gaussian": 1, "laplacian": 1, "gradient": 1, "dog": 1, "structure_tensor": 2, "hessian": 2}
+_WIDTH = {
+    "gaussian": 1,
+    "laplacian": 1,
+    "gradient": 1,
+    "dog": 1,
+    "structure_tensor": 2,
+    "hessian": 2,
+}
 
 
 class FilterBankParams(ExtractorParams):
@@ -50,7 +59,9 @@ class FilterBankParams(ExtractorParams):
     )
     """Gaussian scales in pixels; every filter is computed at each."""
 
-    filters: list[FilterName] = Field(default_factory=lambda: list(_ALL_FILTERS), min_length=1)
+    filters: list[FilterName] = Field(
+        default_factory=lambda: list(_ALL_FILTERS), min_length=1
+    )
     """Filters to compute: gaussian (smoothed intensity), laplacian (LoG), gradient
     (gradient magnitude), dog (difference of Gaussians, sigma minus 0.625*sigma),
     structure_tensor (2 eigenvalues, inner scale sigma/2), hessian (2 eigenvalues).
@@ -116,7 +127,11 @@ class FilterBankExtractor:
         return names
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"implementation": "scipy.ndimage+central-differences", "dog_ratio": _DOG_RATIO, "st_inner": _ST_INNER}
+        return {
+            "implementation": "scipy.ndimage+central-differences",
+            "dog_ratio": _DOG_RATIO,
+            "st_inner": _ST_INNER,
+        }
 
     def __call__(self, image: NDArray[np.float32]) -> NDArray[np.float32]:
         image = np.asarray(image, dtype=np.float32)
@@ -157,10 +172,14 @@ class FilterBankExtractor:
             elif f == "gradient":
                 np.sqrt(gy * gy + gx * gx, out=out[i])
             elif f == "dog":
-                narrow = ndi.gaussian_filter(plane, s * _DOG_RATIO, mode="reflect", truncate=t)
+                narrow = ndi.gaussian_filter(
+                    plane, s * _DOG_RATIO, mode="reflect", truncate=t
+                )
                 np.subtract(smooth, narrow, out=out[i])
             elif f == "structure_tensor":
-                inner = ndi.gaussian_filter(plane, s * _ST_INNER, mode="reflect", truncate=t)
+                inner = ndi.gaussian_filter(
+                    plane, s * _ST_INNER, mode="reflect", truncate=t
+                )
                 iy, ix = np.gradient(inner)
                 jyy = ndi.gaussian_filter(iy * iy, s, mode="reflect", truncate=t)
                 jxy = ndi.gaussian_filter(iy * ix, s, mode="reflect", truncate=t)

@@ -47,7 +47,7 @@ def resolve_vgg16_layer(layer: int | str) -> int:
     """Map ``3``, ``"3"``, ``"features.3"`` or ``"conv1_2"`` to a features index."""
     text = str(layer).strip()
     if text.startswith("features."):
-        text = text[len("features."):]
+        text = text[len("features.") :]
     if text.isdigit():
         idx = int(text)
         if 0 <= idx < len(VGG16_LAYERS):
@@ -122,7 +122,9 @@ class VGG16Extractor:
         self.params = params
         self._taps = sorted({resolve_vgg16_layer(layer) for layer in params.layers})
         self._depth = max(self._taps)
-        self._convs = [i for i, k, _, _ in VGG16_LAYERS[: self._depth + 1] if k == "conv"]
+        self._convs = [
+            i for i, k, _, _ in VGG16_LAYERS[: self._depth + 1] if k == "conv"
+        ]
         self._scalings = list(params.scalings)
 
     # --- geometry -------------------------------------------------------------------
@@ -159,7 +161,9 @@ class VGG16Extractor:
     def _groups(self, n_channels: int) -> list[str]:
         if self._rgb(n_channels):
             if n_channels != 3:
-                raise ValueError(f"vgg16 rgb: true needs 3 channels, the image has {n_channels}")
+                raise ValueError(
+                    f"vgg16 rgb: true needs 3 channels, the image has {n_channels}"
+                )
             return ["rgb"]
         return [str(c) for c in range(n_channels)]
 
@@ -174,7 +178,8 @@ class VGG16Extractor:
                 for tap in self._taps:
                     _, _, lname, width = VGG16_LAYERS[tap]
                     names.extend(
-                        f"vgg16|layer={lname}|scale={s}|ch={group}|unit={u}" for u in range(width)
+                        f"vgg16|layer={lname}|scale={s}|ch={group}|unit={u}"
+                        for u in range(width)
                     )
         return names
 
@@ -183,7 +188,10 @@ class VGG16Extractor:
         return load_vgg16_state(self._convs, self.params.weights)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"weights_sha256": digest(self._state, self._state.keys()), "layers": self._taps}
+        return {
+            "weights_sha256": digest(self._state, self._state.keys()),
+            "layers": self._taps,
+        }
 
     # --- computation ----------------------------------------------------------------
     @cached_property
@@ -263,7 +271,9 @@ class VGG16Extractor:
                         if coarse.device.type == "cpu":
                             upsample_linear(coarse, factor, out=out_t[:, :, i : i + n])
                         else:
-                            out_t[:, :, i : i + n] = upsample_linear(coarse, factor).cpu()
+                            out_t[:, :, i : i + n] = upsample_linear(
+                                coarse, factor
+                            ).cpu()
                         i += n
         return out
 
@@ -307,10 +317,14 @@ def upsample_linear(y: Any, factor: int, out: Any | None = None) -> Any:
     padded = torch.cat([padded[:, :1], padded, padded[:, -1:]], dim=1)
     rows = torch.empty((h, factor, w + 2, n), dtype=y.dtype, device=y.device)
     for p, (lo, wt) in enumerate(_phases(factor)):
-        torch.lerp(padded[1 + lo : 1 + lo + h], padded[2 + lo : 2 + lo + h], wt, out=rows[:, p])
+        torch.lerp(
+            padded[1 + lo : 1 + lo + h], padded[2 + lo : 2 + lo + h], wt, out=rows[:, p]
+        )
     rows = rows.view(h * factor, w + 2, n)
     for p, (lo, wt) in enumerate(_phases(factor)):
-        out[:, p::factor] = torch.lerp(rows[:, 1 + lo : 1 + lo + w], rows[:, 2 + lo : 2 + lo + w], wt)
+        out[:, p::factor] = torch.lerp(
+            rows[:, 1 + lo : 1 + lo + w], rows[:, 2 + lo : 2 + lo + w], wt
+        )
     return out
 
 
@@ -324,7 +338,10 @@ class _deterministic:
         import torch
 
         self._mkldnn = torch.backends.mkldnn.enabled
-        self._cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+        self._cudnn = (
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        )
         if self.enabled:
             torch.backends.mkldnn.enabled = False
             torch.backends.cudnn.deterministic = True

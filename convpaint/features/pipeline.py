@@ -66,7 +66,9 @@ class FeaturePipeline:
         """What identifies each extractor's numbers (weights hashes, implementation)."""
         return [e.fingerprint() for e in self.extractors]
 
-    def check_against(self, n_features: int, fingerprints: list[dict[str, Any]]) -> None:
+    def check_against(
+        self, n_features: int, fingerprints: list[dict[str, Any]]
+    ) -> None:
         """Refuse to predict when features differ from those the model was trained on."""
         if n_features != self.n_features:
             raise ModelBundleError(

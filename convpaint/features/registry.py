@@ -46,7 +46,7 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from . import classical, cnn  # noqa: F401  (registers on import)
+        from . import classical, cnn, networks  # noqa: F401  (registers on import)
 
 
 def _load_plugin(name: str) -> None:
@@ -62,10 +62,14 @@ def _load_plugin(name: str) -> None:
             entry.load()
         except Exception as err:
             dist = getattr(entry.dist, "name", "?")
-            logger.warning("extractor plugin '%s' from %s failed to load: %s", name, dist, err)
+            logger.warning(
+                "extractor plugin '%s' from %s failed to load: %s", name, dist, err
+            )
             return
         if name not in _REGISTRY:
-            logger.warning("plugin entry '%s' did not register an extractor of that name", name)
+            logger.warning(
+                "plugin entry '%s' did not register an extractor of that name", name
+            )
 
 
 def _lookup(name: str) -> tuple[type, type]:

@@ -61,12 +61,14 @@ def _load_torch_file(path: Path) -> dict[str, np.ndarray]:
             "re-download it or point `weights:` at a valid file"
         ) from err
     if not isinstance(state, Mapping):
-        raise WeightsError(f"weights file '{path}' holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(
+            f"weights file '{path}' holds a {type(state).__name__}, not a state dict"
+        )
     out = {}
     for k, v in state.items():
         key = str(k)
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if hasattr(v, "detach"):
             out[key] = v.detach().cpu().float().numpy()
     return out
@@ -102,7 +104,9 @@ def _download() -> dict[str, np.ndarray]:
     return {k: v.float().numpy() for k, v in state.items()}
 
 
-def load_vgg16_state(indices: Iterable[int], weights: Path | None = None) -> dict[str, np.ndarray]:
+def load_vgg16_state(
+    indices: Iterable[int], weights: Path | None = None
+) -> dict[str, np.ndarray]:
     """Return ``features.{i}.weight/bias`` arrays for the conv layers ``indices``.
 
     Search order: a configured ``weights`` file; the bundled slice (block 1 and 2)

@@ -2,7 +2,14 @@
 
 from .atomic import atomic_output, remove_path
 from .axes import guess_axes, to_canonical
-from .readers import SUPPORTED_SUFFIXES, ImageSource, expand_inputs, file_stem, open_image, read_labels
+from .readers import (
+    SUPPORTED_SUFFIXES,
+    ImageSource,
+    expand_inputs,
+    file_stem,
+    open_image,
+    read_labels,
+)
 from .writers import OutputPaths, ResultWriter, label_dtype, plan_outputs
 
 __all__ = [

@@ -21,7 +21,9 @@ def guess_axes(shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def to_canonical(array: Any, axes: str, *, path: object, file_axes: str | None = None) -> Any:
+def to_canonical(
+    array: Any, axes: str, *, path: object, file_axes: str | None = None
+) -> Any:
     """Reorder a numpy/dask array with declared ``axes`` to ``(C, Y, X)``.
 
     YXC images with 4 channels are RGBA: the alpha channel is dropped.

@@ -76,7 +76,9 @@ def expand_inputs(patterns: list[str], *, what: str = "inputs") -> list[Path]:
         if path.is_dir() and _suffix(path) != ".zarr":
             hits = sorted(p for p in path.iterdir() if _is_supported(p))
             if not hits:
-                raise DataError(f"{what}: the folder '{path}' holds no supported image file")
+                raise DataError(
+                    f"{what}: the folder '{path}' holds no supported image file"
+                )
             found.extend(hits)
         elif path.exists():
             found.append(path)
@@ -219,7 +221,9 @@ def open_image(path: Path | str, axes: str) -> ImageSource:
     return ImageSource(path, data, tuple(int(s) for s in raw.shape), file_axes, stack)
 
 
-def read_labels(path: Path | str, *, shape_yx: tuple[int, int], image: Path | str) -> np.ndarray:
+def read_labels(
+    path: Path | str, *, shape_yx: tuple[int, int], image: Path | str
+) -> np.ndarray:
     """Read a 2D annotation image fully (labels are small) and check it against the image.
 
     Raises
@@ -252,12 +256,12 @@ def read_labels(path: Path | str, *, shape_yx: tuple[int, int], image: Path | st
     elif labels.dtype == bool:
         labels = labels.astype(np.uint8)
     elif not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"annotations '{path}' have dtype {labels.dtype}; expected integers")
+        raise DataError(
+            f"annotations '{path}' have dtype {labels.dtype}; expected integers"
+        )
     if labels.size and labels.min() < 0:
         raise DataError(
             f"annotations '{path}' contain negative values (min {labels.min()}); use "
             "0 for unlabelled and positive values for classes"
         )
     return labels
-
-

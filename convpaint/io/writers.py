@@ -41,7 +41,9 @@ class OutputPaths:
 
     def existing(self) -> list[Path]:
         """The outputs that already exist."""
-        return [p for p in (self.labels, self.probabilities) if p is not None and p.exists()]
+        return [
+            p for p in (self.labels, self.probabilities) if p is not None and p.exists()
+        ]
 
 
 def plan_outputs(
@@ -58,7 +60,9 @@ def plan_outputs(
     for path in inputs:
         stem = file_stem(path)
         labels = output_dir / (name.format(stem=stem) + suffix)
-        probs = output_dir / (f"{stem}_probabilities{suffix}") if probabilities else None
+        probs = (
+            output_dir / (f"{stem}_probabilities{suffix}") if probabilities else None
+        )
         if labels in seen:
             raise OutputExistsError(
                 f"inputs '{seen[labels]}' and '{path}' would both write '{labels}'; "
@@ -114,23 +118,41 @@ class ResultWriter:
         n = len(self.classes)
         self._labels = self._open(paths.labels, shape_yx, self.dtype, chunk, "YX")
         self._probs = (
-            self._open(paths.probabilities, (n, *shape_yx), np.dtype(np.float32), chunk, "CYX")
+            self._open(
+                paths.probabilities, (n, *shape_yx), np.dtype(np.float32), chunk, "CYX"
+            )
             if paths.probabilities is not None
             else None
         )
 
-    def _open(self, final: Path, shape: tuple[int, ...], dtype: np.dtype, chunk: int, axes: str) -> Any:
+    def _open(
+        self,
+        final: Path,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        chunk: int,
+        axes: str,
+    ) -> Any:
         tmp = self._stack.enter_context(atomic_output(final))
         if self.fmt == "zarr":
             import zarr
 
             chunks = (*shape[:-2], min(chunk, shape[-2]), min(chunk, shape[-1]))
             arr = zarr.open_array(
-                str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype, zarr_format=2,
+                str(tmp),
+                mode="w",
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                zarr_format=2,
                 fill_value=0,
             )
             arr.attrs.update(
-                {"_ARRAY_DIMENSIONS": [a.lower() for a in axes], "axes": axes, **self.attrs}
+                {
+                    "_ARRAY_DIMENSIONS": [a.lower() for a in axes],
+                    "axes": axes,
+                    **self.attrs,
+                }
             )
             if axes == "CYX":
                 arr.attrs["classes"] = self.classes
@@ -163,7 +185,9 @@ class ResultWriter:
                 mm, axes = target
                 mm.flush()
                 imagej = mm.dtype in (np.uint8, np.uint16, np.float32)
-                with tifffile.TiffWriter(tmp, bigtiff=mm.nbytes > 2**31, imagej=imagej) as tw:
+                with tifffile.TiffWriter(
+                    tmp, bigtiff=mm.nbytes > 2**31, imagej=imagej
+                ) as tw:
                     tw.write(
                         mm,
                         compression="zlib",
@@ -171,7 +195,9 @@ class ResultWriter:
                         rowsperstrip=64,
                     )
         self._stack.close()  # renames every temporary output into place
-        return [p for p in (self.paths.labels, self.paths.probabilities) if p is not None]
+        return [
+            p for p in (self.paths.labels, self.paths.probabilities) if p is not None
+        ]
 
     def abort(self) -> None:
         """Remove every temporary file; the final names are untouched."""
