@@ -141,9 +141,9 @@ def generate_scribbles(
         Share of the labelled pixels to turn into scribbles, in ``(0, 1]``. Each
         plane gets ``fraction`` of *its* labelled pixels. The budget is split
         across the classes of a plane proportionally to their area, with a
-        minimum share so that small classes get some strokes too. Strokes only
-        cover skeleton-like parts of a class, so very large fractions (beyond a
-        few percent for thin structures) may not be reached.
+        minimum share so that small classes get some strokes too. The total
+        lands within a few percent of the budget; only fractions near 1 cannot
+        be reached (strokes cover at most about half of a class).
     width : int, default 2
         Stroke thickness in pixels (``>= 1``).
     seed : int, default 0
