@@ -69,6 +69,14 @@ PRESETS: dict[str, object] = {
             "scalings": [1, 2],
         }
     ],
+    "vgg16-block2+filters": [
+        {"name": "vgg16", "layers": ["conv1_1", "conv2_1"], "scalings": [1, 2]},
+        {"name": "filters"},
+    ],
+    "vgg16-conv1+filters": [
+        {"name": "vgg16", "layers": ["conv1_1", "conv1_2"]},
+        {"name": "filters"},
+    ],
     "alexnet": [{"name": "alexnet"}],
     "efficientnet": [{"name": "efficientnet_lite0"}],
 }

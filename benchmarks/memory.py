@@ -182,8 +182,13 @@ def run_child(job: dict) -> dict:
     return out
 
 
+def n_tiles(size: int, tile: int) -> int:
+    """Prediction tiles of a ``size`` x ``size`` image."""
+    return (-(-size // tile)) ** 2
+
+
 def _fmt_row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(c.rjust(w) for c, w in zip(cells, widths))
+    return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
 
 
 def conclusion(rows: list[dict], baseline_mib: float) -> list[str]:
@@ -202,7 +207,8 @@ def conclusion(rows: list[dict], baseline_mib: float) -> list[str]:
                 extra = f", above baseline {da_:.0f} -> {db:.0f} MiB" if da_ > 0 else ""
                 out.append(
                     f"tile {t}: peak RSS grows x{b / a:.2f} ({a:.0f} -> {b:.0f} MiB{extra}) "
-                    f"for a x{px:.1f} larger image ({s0}² -> {s1}²)"
+                    f"for a x{px:.1f} larger image ({s0}² -> {s1}², {n_tiles(s0, t)} -> "
+                    f"{n_tiles(s1, t)} tiles)"
                 )
     if len(tiles) >= 2:
         t0, t1 = tiles[0], tiles[-1]
@@ -296,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         rows = []
-        headers = ["image", "Mpx", "tile", "peak RSS MiB", "above baseline", "wall s", "Mpx/s"]
-        widths = [11, 6, 5, 12, 14, 7, 6]
+        headers = ["image", "Mpx", "tile", "tiles", "peak RSS MiB", "above baseline", "wall s", "Mpx/s"]
+        widths = [11, 6, 5, 5, 12, 14, 7, 6]
         print()
         print(_fmt_row(headers, widths), flush=True)
         for size in sorted(images):
@@ -312,14 +318,14 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out_dir, ignore_errors=True)
                 mpx = size * size / 1e6
                 row = {
-                    "size": size, "tile": tile, "mpx": mpx, "peak_mib": _mib(m["VmHWM"]),
+                    "size": size, "tile": tile, "tiles": n_tiles(size, tile), "mpx": mpx,
+                    "peak_mib": _mib(m["VmHWM"]),
                     "predict_s": m["predict_s"], "process_s": m["process_s"],
-                    "rss_file_end_mib": _mib(m.get("RssFile", 0)),
-                    "fractions": m.get("class_fractions", {}),
                 }
                 rows.append(row)
                 print(_fmt_row([
-                    f"{size}x{size}", f"{mpx:.1f}", str(tile), f"{row['peak_mib']:.0f}",
+                    f"{size}x{size}", f"{mpx:.1f}", str(tile), str(row["tiles"]),
+                    f"{row['peak_mib']:.0f}",
                     f"{row['peak_mib'] - baseline_mib:+.0f}", f"{m['predict_s']:.1f}",
                     f"{mpx / m['predict_s']:.3f}",
                 ], widths), flush=True)
@@ -365,12 +371,13 @@ def write_markdown(args, rows, baseline_mib, base, lines, total) -> None:
         f"Baseline (fresh process that imports torch + convpaint and loads the model): "
         f"**{baseline_mib:.0f} MiB** (imports {base['import_s']:.1f} s).",
         "",
-        "| image | Mpx | tile | peak RSS (MiB) | above baseline (MiB) | wall (s) | Mpx/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| image | Mpx | tile | tiles | peak RSS (MiB) | above baseline (MiB) | wall (s) | Mpx/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
-            f"| {r['size']}×{r['size']} | {r['mpx']:.1f} | {r['tile']} | {r['peak_mib']:.0f} | "
+            f"| {r['size']}×{r['size']} | {r['mpx']:.1f} | {r['tile']} | {r['tiles']} | "
+            f"{r['peak_mib']:.0f} | "
             f"{r['peak_mib'] - baseline_mib:+.0f} | {r['predict_s']:.1f} | "
             f"{r['mpx'] / r['predict_s']:.3f} |"
         )

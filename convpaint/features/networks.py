@@ -1,15 +1,16 @@
 """More pretrained networks: AlexNet and EfficientNet-Lite0 (torch is imported lazily).
 
 Both networks have strided layers whose output samples are *not* centred on the
-half-pixel grid that :func:`convpaint.features.cnn.upsample_linear` assumes (AlexNet
-conv1, kernel 11 stride 4 padding 2, centres its output ``j`` on input pixel
-``4j + 3``; a stride-2 convolution with padding ``k // 2`` centres output ``j`` on
-input pixel ``2j``). Features are therefore upsampled with
-:func:`upsample_linear_offset`, bilinear interpolation at the true sample centres,
-computed from index tables and plain element-wise operations so every pixel's value
-is the same expression wherever a block starts (blocks start at multiples of
-``scaling x stride``). Each tap's receptive field is tracked layer by layer
-(:func:`receptive_fields`); it gives the centre offset and the halo.
+half-pixel grid that :func:`convpaint.features.cnn.upsample_linear` assumes: AlexNet
+conv1 (kernel 11, stride 4, padding 2) centres its output ``j`` on input pixel
+``4j + 3``; EfficientNet's stride-2 3x3 convolutions with TensorFlow 'SAME' padding
+(0 before, 1 after, as in training) centre output ``j`` on input pixel ``2j + 1``.
+Each tap's receptive field is tracked layer by layer (:func:`receptive_fields`); it
+gives the sample centres and the halo. Features are upsampled with
+:func:`upsample_linear_offset`, bilinear interpolation at the true centres, phase by
+phase with slices like ``upsample_linear``, so every pixel's value is the same
+expression wherever a block starts (blocks start at multiples of
+``scaling x stride``).
 """
 
 from __future__ import annotations
@@ -83,23 +84,43 @@ def _tap_halo(scaling: int, stride: int, lo: int, hi: int) -> int:
     return math.ceil(scaling * ((hi - lo + 1) / 2 + stride + 1))
 
 
-def _phase_table(n: int, n_coarse: int, factor: int, offset: float) -> tuple[Any, Any, Any]:
-    """Lower/upper source indices (clamped) and upper weights for ``n`` output pixels."""
-    import torch
-
-    idx = np.empty(n, dtype=np.int64)
-    wts = np.empty(n, dtype=np.float32)
-    q = np.arange(n) // factor
-    r = np.arange(n) % factor
+def _phases(factor: int, offset: float) -> list[tuple[int, float]]:
+    """For each output phase ``p mod factor``: the offset of the lower coarse sample
+    and the weight of the upper one (coarse ``j`` centred at ``factor * j + offset``)."""
+    out = []
     for phase in range(factor):
         pos = (phase + 0.5 - offset) / factor
         lo = math.floor(pos)
-        sel = r == phase
-        idx[sel] = q[sel] + lo
-        wts[sel] = pos - lo
-    i0 = np.clip(idx, 0, n_coarse - 1)
-    i1 = np.clip(idx + 1, 0, n_coarse - 1)
-    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy(wts)
+        out.append((lo, pos - lo))
+    return out
+
+
+def _interpolate_axis(
+    y: Any, axis: int, n: int, factor: int, offset: float, out: Any
+) -> None:
+    """Linear interpolation of ``y`` along ``axis`` (0 or 1) into ``n`` samples of ``out``."""
+    import torch
+
+    h = y.shape[axis]
+    phases = _phases(factor, offset)
+    counts = [len(range(r, n, factor)) for r in range(factor)]
+    # replicate edge samples so every phase reads one contiguous slice (= clamping)
+    pad_lo = max(0, -min(lo for lo, _ in phases))
+    pad_hi = max(
+        0, max(c + lo for (lo, _), c in zip(phases, counts, strict=True)) - (h - 1)
+    )
+    idx = torch.arange(-pad_lo, h + pad_hi, device=y.device).clamp_(0, h - 1)
+    yp = y.index_select(axis, idx)
+    for r, ((lo, wt), count) in enumerate(zip(phases, counts, strict=True)):
+        if count == 0:
+            continue
+        a = yp.narrow(axis, pad_lo + lo, count)
+        b = yp.narrow(axis, pad_lo + lo + 1, count)
+        dst = out[r::factor] if axis == 0 else out[:, r::factor]
+        if wt == 0.0:
+            dst.copy_(a)
+        else:
+            torch.lerp(a, b, wt, out=dst)
 
 
 def upsample_linear_offset(
@@ -110,10 +131,11 @@ def upsample_linear_offset(
     Coarse sample ``j`` is centred at ``factor * j + offset`` output pixels (continuous
     coordinates, output pixel ``p`` spans ``[p, p + 1)``) along both axes; samples
     beyond the coarse grid are clamped to its edge. With ``offset = factor / 2`` this
-    is :func:`convpaint.features.cnn.upsample_linear`. Each value is
-    ``a + w * (b - a)`` with a weight that depends only on ``p mod factor``, from
-    separate (unfused) element-wise operations, so it is bit-identical wherever the
-    block starts, as long as its origin is a multiple of ``factor``.
+    is :func:`convpaint.features.cnn.upsample_linear` (to float rounding). Each value
+    is one ``torch.lerp`` of two neighbouring samples with a weight that depends only
+    on ``p mod factor`` (edges are replicated, so every phase reads one slice), so it
+    is bit-identical wherever the block starts, as long as its origin is a multiple
+    of ``factor``.
     """
     import torch
 
@@ -124,16 +146,9 @@ def upsample_linear_offset(
     if factor == 1 and offset == 0.5 and (h, w) == (height, width):
         out.copy_(y)
         return out
-    r0, r1, rw = (t.to(y.device) for t in _phase_table(height, h, factor, offset))
-    a = y.index_select(0, r0)
-    rows = y.index_select(0, r1)
-    rows.sub_(a).mul_(rw.to(y.dtype).view(-1, 1, 1)).add_(a)
-    del a
-    c0, c1, cw = (t.to(y.device) for t in _phase_table(width, w, factor, offset))
-    a = rows.index_select(1, c0)
-    b = rows.index_select(1, c1)
-    b.sub_(a).mul_(cw.to(y.dtype).view(1, -1, 1)).add_(a)
-    out.copy_(b)
+    rows = torch.empty((height, w, n), dtype=y.dtype, device=y.device)
+    _interpolate_axis(y, 0, height, factor, offset, rows)
+    _interpolate_axis(rows, 1, width, factor, offset, out)
     return out
 
 
@@ -152,7 +167,11 @@ def _download(url: str) -> dict[str, np.ndarray]:
         )
     except Exception as err:
         raise WeightsError(f"download of {url} failed: {err}") from err
-    return {str(k): v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    return {
+        str(k): v.detach().float().numpy()
+        for k, v in state.items()
+        if hasattr(v, "detach")
+    }
 
 
 def load_network_state(
@@ -289,9 +308,10 @@ class _NetworkParams(ExtractorParams):
 class _NetworkExtractor:
     """Pyramid, groups, upsampling and bookkeeping shared by the network extractors.
 
-    Subclasses set ``NAME``, ``_taps`` (sorted tap ids) and implement
+    Subclasses set ``NAME``, ``params`` and ``_taps`` (sorted tap ids) and implement
     ``_tap_info(tap) -> (name, channels)``, ``_geometry() -> {tap: (stride, lo, hi)}``
-    (in network-input pixels), ``_state`` / ``_state_keys`` and ``_forward``.
+    (in network-input pixels, see :func:`receptive_fields`), ``_state`` (the arrays
+    the fingerprint hashes) and ``_forward(x) -> {tap: (1, F, h, w) tensor}``.
     """
 
     NAME = ""
@@ -306,7 +326,9 @@ class _NetworkExtractor:
     @property
     def halo(self) -> int:
         return max(
-            _tap_halo(s, *geom) for s in self._scalings for geom in self._geometry().values()
+            _tap_halo(s, *geom)
+            for s in self._scalings
+            for geom in self._geometry().values()
         )
 
     @property
@@ -356,7 +378,10 @@ class _NetworkExtractor:
 
     def fingerprint(self) -> dict[str, Any]:
         state = self._state
-        return {"weights_sha256": digest(state, state.keys()), "layers": list(self._taps)}
+        return {
+            "weights_sha256": digest(state, state.keys()),
+            "layers": list(self._taps),
+        }
 
     # --- computation ----------------------------------------------------------------
     @cached_property
@@ -407,11 +432,19 @@ class _NetworkExtractor:
                         stride, lo, hi = geometry[tap]
                         n = y.shape[1]
                         coarse = y[0].permute(1, 2, 0).contiguous()  # (h, w, F)
-                        fine = upsample_linear_offset(
-                            coarse, s * stride, s * (lo + hi + 1) / 2, (height, width)
-                        )
-                        out_t[:, :, i : i + n] = fine.cpu()
-                        del fine
+                        factor, offset = s * stride, s * (lo + hi + 1) / 2
+                        if coarse.device.type == "cpu":
+                            upsample_linear_offset(
+                                coarse,
+                                factor,
+                                offset,
+                                (height, width),
+                                out_t[:, :, i : i + n],
+                            )
+                        else:
+                            out_t[:, :, i : i + n] = upsample_linear_offset(
+                                coarse, factor, offset, (height, width)
+                            ).cpu()
                         i += n
         return out
 
@@ -446,7 +479,7 @@ def resolve_alexnet_layer(layer: int | str) -> int:
     """Map ``3``, ``"3"``, ``"features.3"`` or ``"conv2"`` to an AlexNet features index."""
     text = str(layer).strip()
     if text.startswith("features."):
-        text = text[len("features."):]
+        text = text[len("features.") :]
     if text.isdigit():
         idx = int(text)
         if 0 <= idx < len(ALEXNET_LAYERS):
@@ -500,13 +533,17 @@ class AlexNetExtractor(_NetworkExtractor):
         self.params = params
         self._taps = sorted({resolve_alexnet_layer(layer) for layer in params.layers})
         self._depth = max(self._taps)
-        self._convs = [row[0] for row in ALEXNET_LAYERS[: self._depth + 1] if row[1] == "conv"]
+        self._convs = [
+            row[0] for row in ALEXNET_LAYERS[: self._depth + 1] if row[1] == "conv"
+        ]
 
     def _tap_info(self, tap: int) -> tuple[str, int]:
         return ALEXNET_LAYERS[tap][2], ALEXNET_LAYERS[tap][3]
 
     def _geometry(self) -> dict[int, tuple[int, int, int]]:
-        fields = receptive_fields([row[4:7] for row in ALEXNET_LAYERS[: self._depth + 1]])
+        fields = receptive_fields(
+            [row[4:7] for row in ALEXNET_LAYERS[: self._depth + 1]]
+        )
         return {tap: fields[tap] for tap in self._taps}
 
     @property
@@ -575,7 +612,6 @@ _LITE0_STAGES = [
     (6, 3, 1, 320, 1),
 ]
 _LITE0_STEM = 32
-_LITE0_HEAD = 1280
 #: Batch-norm epsilon of the TF original (efficientnet_pytorch uses the same).
 _BN_EPS = 1e-3
 
@@ -584,7 +620,9 @@ def _lite0_blocks() -> list[tuple[int, int, int, int, int, int]]:
     blocks, c_in = [], _LITE0_STEM
     for expand, k, stride, c_out, repeats in _LITE0_STAGES:
         for r in range(repeats):
-            blocks.append((len(blocks), c_in, expand, k, stride if r == 0 else 1, c_out))
+            blocks.append(
+                (len(blocks), c_in, expand, k, stride if r == 0 else 1, c_out)
+            )
             c_in = c_out
     return blocks
 
@@ -619,7 +657,7 @@ def resolve_efficientnet_layer(layer: str) -> int:
     text = str(layer).strip().lower()
     for prefix in ("_blocks.", "blocks."):
         if text.startswith(prefix):
-            text = "block" + text[len(prefix):]
+            text = "block" + text[len(prefix) :]
     if text in _LITE0_BY_NAME:
         return _LITE0_BY_NAME[text]
     raise ValueError(
@@ -633,7 +671,9 @@ def _lite0_keys(n_blocks: int, head: bool = False) -> list[str]:
     """State-dict entries of the stem, the first ``n_blocks`` blocks (and the head)."""
 
     def bn(prefix: str) -> list[str]:
-        return [f"{prefix}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+        return [
+            f"{prefix}.{p}" for p in ("weight", "bias", "running_mean", "running_var")
+        ]
 
     keys = ["_conv_stem.weight", *bn("_bn0")]
     for idx, _, expand, _, _, _ in EFFICIENTNET_LITE0_BLOCKS[:n_blocks]:
@@ -648,7 +688,9 @@ def _lite0_keys(n_blocks: int, head: bool = False) -> list[str]:
 
 
 def load_efficientnet_lite0_state(
-    n_blocks: int = len(EFFICIENTNET_LITE0_BLOCKS), weights: Path | None = None, head: bool = False
+    n_blocks: int = len(EFFICIENTNET_LITE0_BLOCKS),
+    weights: Path | None = None,
+    head: bool = False,
 ) -> dict[str, np.ndarray]:
     """The EfficientNet-Lite0 arrays for the stem, ``n_blocks`` blocks (and the head)."""
     return load_network_state(
@@ -677,12 +719,20 @@ class _Lite0:
     a value does not depend on where in the tensor it is computed.
     """
 
-    def __init__(self, state: dict[str, np.ndarray], n_blocks: int, device: Any, head: bool = False) -> None:
+    def __init__(
+        self,
+        state: dict[str, np.ndarray],
+        n_blocks: int,
+        device: Any,
+        head: bool = False,
+    ) -> None:
         import torch
 
         def folded(conv: str, bn: str) -> tuple[Any, Any]:
             w = state[f"{conv}.weight"].astype(np.float64)
-            scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"].astype(np.float64) + _BN_EPS)
+            scale = state[f"{bn}.weight"] / np.sqrt(
+                state[f"{bn}.running_var"].astype(np.float64) + _BN_EPS
+            )
             shift = state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
             w = w * scale.reshape(-1, 1, 1, 1)
             return (
@@ -697,7 +747,16 @@ class _Lite0:
             exp = folded(f"{p}._expand_conv", f"{p}._bn0") if expand != 1 else None
             dw_w, dw_b = folded(f"{p}._depthwise_conv", f"{p}._bn1")
             proj = folded(f"{p}._project_conv", f"{p}._bn2")
-            self.blocks.append((exp, (dw_w[:, 0], dw_b), proj, k, stride, c_in == c_out and stride == 1))
+            self.blocks.append(
+                (
+                    exp,
+                    (dw_w[:, 0], dw_b),
+                    proj,
+                    k,
+                    stride,
+                    c_in == c_out and stride == 1,
+                )
+            )
         self.head = None
         if head:
             self.head = (
@@ -767,7 +826,9 @@ def efficientnet_lite0_logits(x: Any, weights: Path | None = None) -> Any:
     state = load_efficientnet_lite0_state(weights=weights, head=True)
     net = _Lite0(state, len(EFFICIENTNET_LITE0_BLOCKS), torch.device("cpu"), head=True)
     with torch.inference_mode():
-        return torch.cat([net.forward(x[i : i + 1], set())[-1] for i in range(x.shape[0])])
+        return torch.cat(
+            [net.forward(x[i : i + 1], set())[-1] for i in range(x.shape[0])]
+        )
 
 
 class EfficientNetLite0Params(_NetworkParams):
@@ -810,7 +871,9 @@ class EfficientNetLite0Extractor(_NetworkExtractor):
 
     def __init__(self, params: EfficientNetLite0Params) -> None:
         self.params = params
-        self._taps = sorted({resolve_efficientnet_layer(layer) for layer in params.layers})
+        self._taps = sorted(
+            {resolve_efficientnet_layer(layer) for layer in params.layers}
+        )
         self._n_blocks = max(self._taps)  # tap n + 1 is block n: blocks 0 .. n needed
 
     def _tap_info(self, tap: int) -> tuple[str, int]:
