@@ -77,12 +77,16 @@ PRESETS: dict[str, object] = {
         {"name": "vgg16", "layers": ["conv1_1", "conv1_2"]},
         {"name": "filters"},
     ],
+    "vgg16-block2+filters-light": [
+        {"name": "vgg16", "layers": ["conv1_1", "conv2_1"], "scalings": [1, 2]},
+        {"name": "filters", "sigmas": [1.0, 3.5, 10.0]},
+    ],
     "alexnet": [{"name": "alexnet"}],
     "efficientnet": [{"name": "efficientnet_lite0"}],
 }
 SWEEP_PRESETS = [
+    "default",
     "vgg16",
-    "vgg16-block2",
     "vgg16-deep",
     "filters",
     "vgg16+filters",

@@ -5,9 +5,9 @@ tiled TIFFs (streamed tile by tile, never held in memory), and predicts every
 (image size, tile size) combination in a fresh Python process, recording that
 process's peak resident memory (VmHWM) and the prediction's wall time.
 
-    python benchmarks/memory.py                          # defaults, ~4-6 min on 2 cores
-    python benchmarks/memory.py --sizes 2048,6144 --tiles 256,1024
-    python benchmarks/memory.py --features filters       # classical-only model
+    python benchmarks/memory.py                                   # ~3-5 min on 2 cores
+    python benchmarks/memory.py --sizes 1024,6144                 # ~8-15 min
+    python benchmarks/memory.py --features vgg16+filters --sizes 1024,2048   # ~3-5 min
 
 Prints a table (image size, tile size, peak RSS, wall time, throughput), the fixed
 overhead of a process that only imports convpaint + torch and loads the model, and a
@@ -18,6 +18,13 @@ Peak RSS counts every resident page, file-backed ones included: the disk-backed
 memory map in which the TIFF writer assembles the labels adds up to one byte per
 image pixel (uint8 labels) as its pages are touched. Those pages are clean after the
 flush and reclaimable by the kernel, but they do show in the peak.
+
+Compare images that have several tiles each: at the time of writing, prediction keeps
+the previous tile's feature matrix (tile² x n_features x 4 bytes, ~1 GiB for a
+1024-px tile with the 249 features of vgg16+filters, 228 MiB with the 57 of the
+filter bank) alive while it computes the next one, so every image with two or more
+tiles peaks that much above a single-tile image. The conclusion lines say when a
+comparison includes such a single-tile image.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ DEFAULT_OUTPUT = HERE / "results" / "memory.md"
 #: Edge of the TIFF tiles of the synthetic images (independent of prediction tiles).
 FILE_TILE = 512
 _MARK = "@@MEMORY@@"
+#: --features choices: extractor lists for the config (None: convpaint's default).
+FEATURES: dict[str, list[dict] | None] = {
+    "default": None,
+    "filters": [{"name": "filters"}],
+    "vgg16+filters": [{"name": "vgg16", "layers": ["conv1_1"], "scalings": [1, 2, 4]},
+                      {"name": "filters"}],
+}
 
 #: Code run in each fresh child process. argv[1] is a JSON job description; the
 #: child prints one line ``_MARK + json`` with its measurements.
@@ -109,12 +123,12 @@ def _mib(kib: float) -> float:
     return kib / 1024.0
 
 
-def train_model(workdir: Path, features: str, threads: int) -> Path:
-    """Train the benchmark model once on the sample data; return its path."""
+def train_model(workdir: Path, features: str, threads: int) -> tuple[Path, int]:
+    """Train the benchmark model once on the sample data; return its path and width."""
     from convpaint import api
     from convpaint.config import parse_config
 
-    model = workdir / f"model_{features}.cpm"
+    model = workdir / f"model_{features.replace('+', '_')}.cpm"
     raw: dict = {
         "classifier": {"n_estimators": 50, "seed": 0},
         "tiling": {"threads": threads},
@@ -126,14 +140,14 @@ def train_model(workdir: Path, features: str, threads: int) -> Path:
             "report": False,
         },
     }
-    if features == "filters":
-        raw["features"] = [{"name": "filters"}]
+    if FEATURES[features] is not None:
+        raw["features"] = FEATURES[features]
     result = api.train(parse_config(raw), overwrite=True)
     print(
         f"trained model ({features} features: {result.n_features} per pixel, "
         f"{sum(result.samples_per_class.values())} samples) in {result.seconds:.1f} s"
     )
-    return model
+    return model, result.n_features
 
 
 def write_synthetic_image(path: Path, size: int, seed: int = 0) -> None:
@@ -205,10 +219,16 @@ def conclusion(rows: list[dict], baseline_mib: float) -> list[str]:
                 a, b = by[(s0, t)]["peak_mib"], by[(s1, t)]["peak_mib"]
                 da_, db = a - baseline_mib, b - baseline_mib
                 extra = f", above baseline {da_:.0f} -> {db:.0f} MiB" if da_ > 0 else ""
+                note = ""
+                if n_tiles(s0, t) == 1 < n_tiles(s1, t):
+                    note = (
+                        "; the smaller image is a single tile, so this includes the one-off "
+                        "cost of a second tile (see the module docstring)"
+                    )
                 out.append(
                     f"tile {t}: peak RSS grows x{b / a:.2f} ({a:.0f} -> {b:.0f} MiB{extra}) "
                     f"for a x{px:.1f} larger image ({s0}² -> {s1}², {n_tiles(s0, t)} -> "
-                    f"{n_tiles(s1, t)} tiles)"
+                    f"{n_tiles(s1, t)} tiles){note}"
                 )
     if len(tiles) >= 2:
         t0, t1 = tiles[0], tiles[-1]
@@ -232,14 +252,15 @@ def main(argv: list[str] | None = None) -> int:
             "image size: train a small model on the sample data, predict synthetic "
             "square images of several sizes with several tile sizes, each in a fresh "
             "process, and report each process's peak resident memory (VmHWM) and wall "
-            "time. The defaults take about 4-6 minutes on 2 busy cores; prediction with "
-            "the default features runs at roughly 0.05-0.1 Mpx/s there, so budget about "
-            "20 s per Mpx per tile size (e.g. --sizes 2048,6144 takes ~30 min)."
+            "time. The defaults take about 3-5 minutes on 2 busy cores. Prediction there "
+            "runs at roughly 0.1-0.2 Mpx/s with the filter bank (the default for "
+            "grayscale images) and 0.03-0.1 Mpx/s with vgg16+filters, so budget about "
+            "6 s (vgg16+filters: 20 s) per Mpx per tile size."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--sizes", type=_int_list, default=[1024, 2048],
+        "--sizes", type=_int_list, default=[1024, 3072],
         help="edges (px) of the square synthetic test images, comma-separated",
     )
     parser.add_argument(
@@ -247,9 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         help="prediction tile sizes (tiling.tile_size), comma-separated",
     )
     parser.add_argument(
-        "--features", choices=["default", "filters"], default="default",
-        help="model features: convpaint's defaults (VGG16 conv1_1 at 3 scales + filter "
-        "bank) or the classical filter bank only",
+        "--features", choices=list(FEATURES), default="default",
+        help="model features: convpaint's defaults (what a config without a features "
+        "section gets: 'auto'), the classical filter bank only, or VGG16 conv1_1 at "
+        "scalings 1, 2, 4 plus the filter bank (249 features, ~4x slower, ~3 GiB per "
+        "1024-px tile)",
     )
     parser.add_argument(
         "--threads", type=int, default=2, help="tiling.threads for every prediction"
@@ -281,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     try:
-        model = train_model(workdir, args.features, args.threads)
+        model, n_features = train_model(workdir, args.features, args.threads)
 
         images = {}
         for size in sorted(set(args.sizes)):
@@ -338,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t_start
         print(f"total {total:.0f} s")
 
-        write_markdown(args, rows, baseline_mib, base, lines, total)
+        write_markdown(args, n_features, rows, baseline_mib, base, lines, total)
         print(f"wrote {args.output}")
     finally:
         if tmp is not None:
@@ -346,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_markdown(args, rows, baseline_mib, base, lines, total) -> None:
+def write_markdown(args, n_features, rows, baseline_mib, base, lines, total) -> None:
     import convpaint
 
     try:
@@ -362,7 +385,8 @@ def write_markdown(args, rows, baseline_mib, base, lines, total) -> None:
         f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"convpaint {convpaint.__version__}, torch {torch_version}).",
         "",
-        f"Model: {args.features} features, 50 trees, trained on the sample nuclei image. "
+        f"Model: {args.features} features ({n_features} per pixel), 50 trees, trained on "
+        "the sample nuclei image. "
         f"Prediction: `tiling.threads = {args.threads}`"
         f"{', with probability maps' if args.probabilities else ', labels only'}; each run "
         "in a fresh process. Peak RSS is the process's VmHWM (anonymous + file-backed "

@@ -386,6 +386,9 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
             f"model '{model_path}' exists; pass --overwrite to replace it or change train.model"
         )
     config, seed = _resolve_seed(config)
+    if config.features.extractors == "auto":  # store the measured default explicitly
+        config = config.model_copy(deep=True)
+        config.features.extractors = config.features.resolved(train_cfg.axes)
     threads = config.tiling.threads or available_cpus()
     n_jobs = config.classifier.n_jobs or threads
     t0 = time.perf_counter()
@@ -545,6 +548,37 @@ def plan_prediction(
     return list(zip(files, outputs, strict=True))
 
 
+def _predict_tile_into(
+    writer: ResultWriter,
+    source: ImageSource,
+    tile: tuple[int, int, int, int],
+    pipeline: FeaturePipeline,
+    norm: Normalization,
+    model: LoadedModel,
+    classes: np.ndarray,
+    threads: int,
+    *,
+    with_probabilities: bool,
+) -> np.ndarray:
+    """Predict one tile and hand it to the writer; return the per-class pixel counts.
+
+    A function of its own so the tile's feature matrix is freed before the next tile's
+    is built (peak memory = one tile, not two).
+    """
+    block = plan_block(tile, halo=pipeline.halo, alignment=pipeline.alignment)
+    feats = _features_of_block(source, block, pipeline, norm)
+    proba = predict_tile(model.forest, feats, n_jobs=threads)
+    del feats
+    shape = (tile[1] - tile[0], tile[3] - tile[2])
+    idx = proba.argmax(axis=1)
+    writer.write(
+        tile,
+        classes[idx].reshape(shape),
+        proba.T.reshape(len(classes), *shape) if with_probabilities else None,
+    )
+    return np.bincount(idx, minlength=len(classes))
+
+
 def _predict_one(
     model: LoadedModel,
     path: Path,
@@ -582,20 +616,9 @@ def _predict_one(
         try:
             with progress.bar(len(tiles), path.name, "tile") as pbar:
                 for tile in tiles:
-                    block = plan_block(
-                        tile, halo=pipeline.halo, alignment=pipeline.alignment
-                    )
-                    feats = _features_of_block(source, block, pipeline, norm)
-                    proba = predict_tile(model.forest, feats, n_jobs=threads)
-                    shape = (tile[1] - tile[0], tile[3] - tile[2])
-                    idx = proba.argmax(axis=1)
-                    counts += np.bincount(idx, minlength=len(classes))
-                    writer.write(
-                        tile,
-                        classes[idx].reshape(shape),
-                        proba.T.reshape(len(classes), *shape)
-                        if paths.probabilities
-                        else None,
+                    counts += _predict_tile_into(
+                        writer, source, tile, pipeline, norm, model, classes, threads,
+                        with_probabilities=paths.probabilities is not None,
                     )
                     pbar.update(1)
             outputs = writer.finish()
@@ -735,6 +758,9 @@ def check(config: Config) -> dict[str, Any]:
     Returns the resolved config as YAML, the training pairs with their shapes, and the
     planned prediction outputs.
     """
+    if config.train is not None and config.features.extractors == "auto":
+        config = config.model_copy(deep=True)
+        config.features.extractors = config.features.resolved(config.train.axes)
     out: dict[str, Any] = {"config": dump_config(config), "train": [], "predict": []}
     if config.train is not None:
         n_channels = None
@@ -747,7 +773,7 @@ def check(config: Config) -> dict[str, Any]:
                     )
                 n_channels = src.n_channels
                 out["train"].append((str(img), str(ann), src.file_shape))
-        FeaturePipeline(config.features.extractors, n_channels or 1)
+        FeaturePipeline(config.features.resolved(config.train.axes), n_channels or 1)
     if config.predict is not None:
         p = config.predict
         for src_path, paths in plan_prediction(

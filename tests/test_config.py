@@ -30,7 +30,9 @@ def test_template_validates(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(text)
     config = load_config(tmp_path / "c.yaml")
     assert config.train is not None and config.train.axes == "YX"
-    assert [e.name for e in config.features.extractors] == ["vgg16", "filters"]
+    assert config.features.extractors == "auto"
+    assert [e.name for e in config.features.resolved("YX")] == ["filters"]
+    assert [e.name for e in config.features.resolved("YXC")] == ["vgg16", "filters"]
 
 
 def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pydantic import (
 
 from .base import StrictModel
 
-__all__ = ["ExtractorParams", "FeatureConfig", "format_validation_errors"]
+__all__ = ["ExtractorParams", "FeatureConfig", "auto_extractors", "format_validation_errors"]
 
 
 class ExtractorParams(StrictModel):
@@ -39,10 +39,21 @@ def format_validation_errors(err: ValidationError, prefix: str = "") -> list[str
     return lines
 
 
-def _default_extractors() -> list[ExtractorParams]:
+def auto_extractors(axes: str) -> list[ExtractorParams]:
+    """The measured default features for images with these axes.
+
+    Colour images (``YXC``: RGB/RGBA such as H&E or photographs) get VGG16 conv1_1 and
+    conv2_1 at scalings 1 and 2 (bundled weights) plus a light filter bank (sigma 1,
+    3.5, 10); every other image (grayscale or channel-first microscopy) gets the full
+    filter bank alone. Both measured best in `benchmarks/accuracy.py` (README).
+    """
     from convpaint.features.registry import params_model
 
-    return [params_model("vgg16")(), params_model("filters")()]
+    filters = params_model("filters")
+    if axes == "YXC":
+        vgg = params_model("vgg16")(layers=["conv1_1", "conv2_1"], scalings=[1, 2])
+        return [vgg, filters(sigmas=[1.0, 3.5, 10.0])]
+    return [filters()]
 
 
 class FeatureConfig(StrictModel):
@@ -61,15 +72,20 @@ class FeatureConfig(StrictModel):
           normalize: image
     """
 
-    extractors: list[SerializeAsAny[ExtractorParams]] = Field(
-        default_factory=_default_extractors, min_length=1
-    )
-    """Extractors whose features are concatenated, in this order."""
+    extractors: Literal["auto"] | list[SerializeAsAny[ExtractorParams]] = "auto"
+    """Extractors whose features are concatenated, in this order. 'auto' (default)
+    chooses from the training images' axes when training: the filter bank for
+    grayscale/multichannel microscopy, VGG16 (conv1_1, conv2_1) + a light filter bank
+    for colour (YXC) images; the model stores the explicit list."""
 
     normalize: Literal["image", "training"] = "image"
     """Intensity statistics used at prediction: each image's own mean and standard
     deviation ('image'), or those of the training images stored in the model
     ('training', for batches whose brightness is comparable to the training data)."""
+
+    def resolved(self, axes: str) -> list[ExtractorParams]:
+        """The explicit extractors: the configured list, or the measured default."""
+        return auto_extractors(axes) if self.extractors == "auto" else list(self.extractors)
 
     @model_validator(mode="before")
     @classmethod
@@ -88,6 +104,8 @@ class FeatureConfig(StrictModel):
 
         if not isinstance(value, list):
             return value
+        if not value:
+            raise ValueError("the extractors list is empty; name at least one, or use 'auto'")
         built: list[Any] = []
         problems: list[str] = []
         for i, item in enumerate(value):

@@ -110,12 +110,15 @@ class FeaturePipeline:
         shape = (ys.stop - ys.start, xs.stop - xs.start)
         n = int(mask.sum()) if mask is not None else shape[0] * shape[1]
         out = np.empty((n, self.n_features), dtype=np.float32)
+        # a (Y, X, F) view of the same memory: the tile is copied straight into place
+        grid = out.reshape(shape[0], shape[1], self.n_features) if mask is None else None
         f0 = 0
         for extractor, width in zip(self.extractors, self.widths, strict=True):
             feats = extractor(block)[ys, xs]
-            if mask is not None:
+            if grid is None:
                 out[:, f0 : f0 + width] = feats[mask]
             else:
-                out[:, f0 : f0 + width] = feats.reshape(-1, width)
+                grid[:, :, f0 : f0 + width] = feats
+            del feats
             f0 += width
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,20 @@ class ResultWriter:
         self._labels[y0:y1, x0:x1] = labels
         if self._probs is not None and probabilities is not None:
             self._probs[:, y0:y1, x0:x1] = probabilities
+        if self.fmt == "tif":
+            self._release_pages()
+
+    def _release_pages(self) -> None:
+        """Flush the disk-backed maps and drop their pages from resident memory.
+
+        The pages are file-backed, so the kernel could reclaim them anyway, but they
+        would count towards the job's memory (cgroups, SLURM) until it does.
+        """
+        for _, (mm, _) in self._targets:
+            mm.flush()
+            raw = getattr(mm, "_mmap", None)
+            if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
+                raw.madvise(mmap.MADV_DONTNEED)
 
     def finish(self) -> list[Path]:
         """Write the final files and move them into place."""
