@@ -404,14 +404,13 @@ def score(
     return _from_confusion(name, classes, confusion, unassigned)
 
 
-def _union_classes(scores: Sequence[ImageScores]) -> list[int]:
-    return sorted({int(c) for s in scores for c in s.classes})
-
-
 def _summed(
-    scores: Sequence[ImageScores], classes: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum confusion matrices and unassigned counts over images, on ``classes``."""
+    scores: Sequence[ImageScores], what: str
+) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The union of the images' classes, and on it the summed confusion matrices and
+    unassigned counts; ``what`` names the caller when ``scores`` is empty."""
+    _require(scores, what)
+    classes = sorted({int(c) for s in scores for c in s.classes})
     pos = {c: i for i, c in enumerate(classes)}
     k = len(classes)
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -422,7 +421,7 @@ def _summed(
             confusion[np.ix_(idx, idx)] += np.asarray(s.confusion, dtype=np.int64)
             for c, v in s.unassigned.items():
                 unassigned[pos[int(c)]] += int(v)
-    return confusion, unassigned
+    return classes, confusion, unassigned
 
 
 def _require(scores: Sequence[ImageScores], what: str) -> None:
@@ -449,9 +448,7 @@ def summarize(scores: Sequence[ImageScores]) -> ImageScores:
         class's mean). For the metrics of the summed confusion matrix, where
         every pixel weighs the same, use :func:`pooled`.
     """
-    _require(scores, "summarize")
-    classes = _union_classes(scores)
-    confusion, unassigned = _summed(scores, classes)
+    classes, confusion, unassigned = _summed(scores, "summarize")
 
     def per_class(attr: str) -> dict[int, float]:
         return {
@@ -476,22 +473,12 @@ def summarize(scores: Sequence[ImageScores]) -> ImageScores:
 def pooled(scores: Sequence[ImageScores]) -> ImageScores:
     """Return the metrics of the confusion matrix summed over several images.
 
-    Parameters
-    ----------
-    scores : sequence of ImageScores
-        Per-image scores (at least one).
-
-    Returns
-    -------
-    ImageScores
-        ``name="pooled"``; every metric computed as for a single image from the
-        summed confusion matrix (pixel-weighted), in contrast to the per-image
-        means of :func:`summarize`.
+    Takes the same per-image ``scores`` as :func:`summarize` (at least one). The
+    result, ``name="pooled"``, has every metric computed as for a single image from
+    the summed confusion matrix (pixel-weighted), in contrast to the per-image means
+    of :func:`summarize`.
     """
-    _require(scores, "pooled")
-    classes = _union_classes(scores)
-    confusion, unassigned = _summed(scores, classes)
-    return _from_confusion("pooled", classes, confusion, unassigned)
+    return _from_confusion("pooled", *_summed(scores, "pooled"))
 
 
 # --------------------------------------------------------------------------- #

@@ -94,7 +94,7 @@ def test_quickstart_on_sample_data(sample_copy: Path) -> None:
     assert (
         res.exit_code == 0
         and '"classes"' in res.output
-        and "weights_sha256" in res.output
+        and "\"filters\"" in res.output
     )
 
 
@@ -129,7 +129,10 @@ def test_existing_outputs_are_kept_unless_asked(em_config: Path) -> None:
 
 def _break(em_crop: dict, kind: str) -> tuple[str, str]:
     """Apply one kind of bad input to the EM crop; return (config text, expected phrase)."""
-    base = "train:\n  images: [images/em.tif]\n  annotations: annotations/{stem}_scribbles.tif\n  model: models/m.cpm\n"
+    base = (
+        "train:\n  images: [images/em.tif]\n"
+        "  annotations: annotations/{stem}_scribbles.tif\n  model: models/m.cpm\n"
+    )
     if kind == "unknown key":
         return base + "  modle: x.cpm\n", "train.modle: unknown key"
     if kind == "missing image":

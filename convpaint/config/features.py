@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
-    Field,
     SerializeAsAny,
     ValidationError,
     field_validator,
@@ -14,7 +13,12 @@ from pydantic import (
 
 from .base import StrictModel
 
-__all__ = ["ExtractorParams", "FeatureConfig", "auto_extractors", "format_validation_errors"]
+__all__ = [
+    "ExtractorParams",
+    "FeatureConfig",
+    "auto_extractors",
+    "format_validation_errors",
+]
 
 
 class ExtractorParams(StrictModel):
@@ -85,7 +89,11 @@ class FeatureConfig(StrictModel):
 
     def resolved(self, axes: str) -> list[ExtractorParams]:
         """The explicit extractors: the configured list, or the measured default."""
-        return auto_extractors(axes) if self.extractors == "auto" else list(self.extractors)
+        return (
+            auto_extractors(axes)
+            if self.extractors == "auto"
+            else list(self.extractors)
+        )
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +113,9 @@ class FeatureConfig(StrictModel):
         if not isinstance(value, list):
             return value
         if not value:
-            raise ValueError("the extractors list is empty; name at least one, or use 'auto'")
+            raise ValueError(
+                "the extractors list is empty; name at least one, or use 'auto'"
+            )
         built: list[Any] = []
         problems: list[str] = []
         for i, item in enumerate(value):

@@ -93,7 +93,7 @@ class FilterBankExtractor:
 
     def __init__(self, params: FilterBankParams) -> None:
         self.params = params
-        self._sigmas = sorted(set(float(s) for s in params.sigmas))
+        self._sigmas = sorted({float(s) for s in params.sigmas})
         self._filters = [f for f in _ALL_FILTERS if f in params.filters]
 
     @property

@@ -6,7 +6,8 @@ conv1 (kernel 11, stride 4, padding 2) centres its output ``j`` on input pixel
 ``4j + 3``; EfficientNet's stride-2 3x3 convolutions with TensorFlow 'SAME' padding
 (0 before, 1 after, as in training) centre output ``j`` on input pixel ``2j + 1``.
 Each tap's receptive field is tracked layer by layer (:func:`receptive_fields`); it
-gives the sample centres and the halo. Features are upsampled with
+gives the sample centres and the halo (the shared machinery, also under VGG16, is in
+:mod:`convpaint.features.torchnet`). Features are upsampled with
 :func:`upsample_linear_offset`, bilinear interpolation at the true centres, phase by
 phase with slices like ``upsample_linear``, so every pixel's value is the same
 expression wherever a block starts (blocks start at multiples of
@@ -15,24 +16,24 @@ expression wherever a block starts (blocks start at multiples of
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt
 
-from convpaint.config.features import ExtractorParams
-from convpaint.errors import WeightsError
-
-from .cnn import _IMAGENET_MEAN, _IMAGENET_STD, _Z_TO_UNIT, _deterministic, _downsample
 from .registry import register_extractor
-from .weights import WEIGHTS_ENV, _load_torch_file, digest
+from .torchnet import (
+    _FeaturesExtractor,
+    _NetworkExtractor,
+    _NetworkParams,
+    receptive_fields,
+    resolve_features_layer,
+    upsample_linear_offset,
+)
+from .weights import WEIGHTS_ENV, features_keys, load_network_state
+from .weights import download_state as _download
 
 __all__ = [
     "ALEXNET_LAYERS",
@@ -49,405 +50,6 @@ __all__ = [
     "resolve_efficientnet_layer",
     "upsample_linear_offset",
 ]
-
-logger = logging.getLogger(__name__)
-
-# --------------------------------------------------------------------------------------
-# geometry and upsampling
-# --------------------------------------------------------------------------------------
-
-
-def receptive_fields(ops: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Cumulative geometry of a chain of ``(kernel, stride, padding)`` window layers.
-
-    Returns, after each layer, ``(stride, lo, hi)``: output ``j`` depends on input
-    pixels ``stride * j + lo`` .. ``stride * j + hi`` (negative or too large indices
-    are padding). Its centre, in continuous coordinates where pixel ``i`` spans
-    ``[i, i + 1)``, is ``stride * j + (lo + hi + 1) / 2``.
-    """
-    stride, lo, hi, out = 1, 0, 0, []
-    for k, st, pad in ops:
-        lo -= stride * pad
-        hi += stride * (k - 1 - pad)
-        stride *= st
-        out.append((stride, lo, hi))
-    return out
-
-
-def _tap_halo(scaling: int, stride: int, lo: int, hi: int) -> int:
-    """Context (input pixels) a tap's upsampled value needs on each side.
-
-    A pixel interpolates between the two coarse samples around it (at most one
-    ``stride`` away) and each depends on half the receptive field on either side of
-    its centre; one more downsampled pixel of margin, all times the scaling.
-    """
-    return math.ceil(scaling * ((hi - lo + 1) / 2 + stride + 1))
-
-
-def _phases(factor: int, offset: float) -> list[tuple[int, float]]:
-    """For each output phase ``p mod factor``: the offset of the lower coarse sample
-    and the weight of the upper one (coarse ``j`` centred at ``factor * j + offset``)."""
-    out = []
-    for phase in range(factor):
-        pos = (phase + 0.5 - offset) / factor
-        lo = math.floor(pos)
-        out.append((lo, pos - lo))
-    return out
-
-
-def _interpolate_axis(
-    y: Any, axis: int, n: int, factor: int, offset: float, out: Any
-) -> None:
-    """Linear interpolation of ``y`` along ``axis`` (0 or 1) into ``n`` samples of ``out``."""
-    import torch
-
-    h = y.shape[axis]
-    phases = _phases(factor, offset)
-    counts = [len(range(r, n, factor)) for r in range(factor)]
-    # replicate edge samples so every phase reads one contiguous slice (= clamping)
-    pad_lo = max(0, -min(lo for lo, _ in phases))
-    pad_hi = max(
-        0, max(c + lo for (lo, _), c in zip(phases, counts, strict=True)) - (h - 1)
-    )
-    idx = torch.arange(-pad_lo, h + pad_hi, device=y.device).clamp_(0, h - 1)
-    yp = y.index_select(axis, idx)
-    for r, ((lo, wt), count) in enumerate(zip(phases, counts, strict=True)):
-        if count == 0:
-            continue
-        a = yp.narrow(axis, pad_lo + lo, count)
-        b = yp.narrow(axis, pad_lo + lo + 1, count)
-        dst = out[r::factor] if axis == 0 else out[:, r::factor]
-        if wt == 0.0:
-            dst.copy_(a)
-        else:
-            torch.lerp(a, b, wt, out=dst)
-
-
-def upsample_linear_offset(
-    y: Any, factor: int, offset: float, size: tuple[int, int], out: Any | None = None
-) -> Any:
-    """Bilinear upsampling of channels-last ``(h, w, F)`` to ``(size[0], size[1], F)``.
-
-    Coarse sample ``j`` is centred at ``factor * j + offset`` output pixels (continuous
-    coordinates, output pixel ``p`` spans ``[p, p + 1)``) along both axes; samples
-    beyond the coarse grid are clamped to its edge. With ``offset = factor / 2`` this
-    is :func:`convpaint.features.cnn.upsample_linear` (to float rounding). Each value
-    is one ``torch.lerp`` of two neighbouring samples with a weight that depends only
-    on ``p mod factor`` (edges are replicated, so every phase reads one slice), so it
-    is bit-identical wherever the block starts, as long as its origin is a multiple
-    of ``factor``.
-    """
-    import torch
-
-    h, w, n = y.shape
-    height, width = size
-    if out is None:
-        out = torch.empty((height, width, n), dtype=y.dtype, device=y.device)
-    if factor == 1 and offset == 0.5 and (h, w) == (height, width):
-        out.copy_(y)
-        return out
-    rows = torch.empty((height, w, n), dtype=y.dtype, device=y.device)
-    _interpolate_axis(y, 0, height, factor, offset, rows)
-    _interpolate_axis(rows, 1, width, factor, offset, out)
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# weights
-# --------------------------------------------------------------------------------------
-
-
-def _download(url: str) -> dict[str, np.ndarray]:
-    """Fetch an official checkpoint into the torch hub cache, checking its hash."""
-    import torch.hub
-
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", check_hash=True, progress=False
-        )
-    except Exception as err:
-        raise WeightsError(f"download of {url} failed: {err}") from err
-    return {
-        str(k): v.detach().float().numpy()
-        for k, v in state.items()
-        if hasattr(v, "detach")
-    }
-
-
-def load_network_state(
-    label: str,
-    keys: Iterable[str],
-    *,
-    file_names: Sequence[str],
-    configured: Path | None = None,
-    url: str | None = None,
-    what: str,
-    fix: str,
-) -> dict[str, np.ndarray]:
-    """Return the arrays ``keys`` of a network's state dict, offline first.
-
-    Search order: the configured file; ``$CONVPAINT_WEIGHTS_DIR/<file_names>``; the
-    torch hub cache (``<hub>/checkpoints/<file_names>``); the official download of
-    ``url`` (hash-checked), when there is one.
-
-    Parameters
-    ----------
-    label : str
-        Network and extractor name for messages, e.g. ``"AlexNet (alexnet)"``.
-    keys : iterable of str
-        State-dict entries needed.
-    file_names : sequence of str
-        Names the weights file is known by.
-    configured : Path, optional
-        The extractor's ``weights:`` setting; when given, it is the only place tried.
-    url : str, optional
-        Official checkpoint (torch hub names it so its hash prefix is checked).
-    what : str
-        What the file must be (for the error on missing keys).
-    fix : str
-        How to provide the file (end of the error when nothing was found).
-
-    Raises
-    ------
-    WeightsError
-        When no place has the weights, naming every place that was tried.
-    """
-    keys = list(keys)
-    tried: list[str] = []
-    paths: list[Path] = []
-    if configured is not None:
-        paths.append(Path(configured))
-    else:
-        env = os.environ.get(WEIGHTS_ENV)
-        if env:
-            paths.extend(Path(env) / name for name in file_names)
-        else:
-            tried.append(f"${WEIGHTS_ENV} (not set)")
-        try:
-            import torch.hub
-
-            hub = Path(torch.hub.get_dir()) / "checkpoints"
-            paths.extend(hub / name for name in file_names)
-        except Exception as err:  # torch missing or broken hub dir: one place fewer
-            logger.debug("torch hub cache not available: %s", err)
-    for path in paths:
-        tried.append(str(path))
-        if path.is_file():
-            state = _load_torch_file(path)
-            missing = [k for k in keys if k not in state]
-            if missing:
-                raise WeightsError(
-                    f"weights file '{path}' lacks {', '.join(missing[:4])}"
-                    f"{' ...' if len(missing) > 4 else ''}; it must be {what}"
-                )
-            logger.info("%s weights from %s", label, path)
-            return {k: state[k] for k in keys}
-    if configured is not None:
-        raise WeightsError(
-            f"{label} weights file '{configured}' does not exist; fix `weights:` in the "
-            "extractor settings, or remove it to search "
-            f"${WEIGHTS_ENV} and the torch hub cache"
-        )
-    where = ", ".join(tried) or "nowhere"
-    if url is None:
-        raise WeightsError(
-            f"{label} weights are not bundled with convpaint and have no official "
-            f"download. Looked in: {where}. Fix: {fix}"
-        )
-    try:
-        state = _download(url)
-    except WeightsError as err:
-        raise WeightsError(
-            f"{label} weights are not bundled with convpaint. Looked in: {where}; "
-            f"then {err}. Fix: {fix}"
-        ) from err
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise WeightsError(f"the download {url} lacks {', '.join(missing[:4])}")
-    return {k: state[k] for k in keys}
-
-
-# --------------------------------------------------------------------------------------
-# shared extractor machinery
-# --------------------------------------------------------------------------------------
-
-
-class _NetworkParams(ExtractorParams):
-    """Settings shared by the pretrained-network extractors (subclasses set defaults)."""
-
-    layers: list[int | str] = Field(min_length=1)
-    """Layers whose outputs are features."""
-
-    scalings: list[PositiveInt] = Field(min_length=1)
-    """Pyramid levels (image downsampling factors)."""
-
-    weights: Path | None = None
-    """A state dict (.pth) with the network's weights. Empty: $CONVPAINT_WEIGHTS_DIR,
-    then the torch hub cache (then the official download, where there is one)."""
-
-    rgb: bool | None = None
-    """Feed 3-channel images to the network as one RGB image (true) or each channel
-    separately as gray (false). Empty: RGB when the image has exactly 3 channels."""
-
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where the network runs; 'auto' uses a CUDA GPU when one is available."""
-
-    deterministic: bool = True
-    """Use convolution kernels whose results do not depend on the tile size, so tiled
-    and whole-image predictions are bit-identical. False allows faster oneDNN kernels
-    at the price of ~1e-5 differences between tiles."""
-
-    @field_validator("scalings")
-    @classmethod
-    def _scalings(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"scalings {value} contain duplicates")
-        return value
-
-
-class _NetworkExtractor:
-    """Pyramid, groups, upsampling and bookkeeping shared by the network extractors.
-
-    Subclasses set ``NAME``, ``params`` and ``_taps`` (sorted tap ids) and implement
-    ``_tap_info(tap) -> (name, channels)``, ``_geometry() -> {tap: (stride, lo, hi)}``
-    (in network-input pixels, see :func:`receptive_fields`), ``_state`` (the arrays
-    the fingerprint hashes) and ``_forward(x) -> {tap: (1, F, h, w) tensor}``.
-    """
-
-    NAME = ""
-    params: Any
-    _taps: list[int]
-
-    @property
-    def _scalings(self) -> list[int]:
-        return list(self.params.scalings)
-
-    # --- geometry -------------------------------------------------------------------
-    @property
-    def halo(self) -> int:
-        return max(
-            _tap_halo(s, *geom)
-            for s in self._scalings
-            for geom in self._geometry().values()
-        )
-
-    @property
-    def alignment(self) -> int:
-        stride = max(geom[0] for geom in self._geometry().values())
-        return math.lcm(*(s * stride for s in self._scalings))
-
-    def _geometry(self) -> dict[int, tuple[int, int, int]]:
-        raise NotImplementedError
-
-    def _tap_info(self, tap: int) -> tuple[str, int]:
-        raise NotImplementedError
-
-    # --- channels and names ---------------------------------------------------------
-    def _rgb(self, n_channels: int) -> bool:
-        return self.params.rgb if self.params.rgb is not None else n_channels == 3
-
-    def _groups(self, n_channels: int) -> list[str]:
-        if self._rgb(n_channels):
-            if n_channels != 3:
-                raise ValueError(
-                    f"{self.NAME} rgb: true needs 3 channels, the image has {n_channels}"
-                )
-            return ["rgb"]
-        return [str(c) for c in range(n_channels)]
-
-    def n_features(self, n_channels: int) -> int:
-        widths = sum(self._tap_info(t)[1] for t in self._taps)
-        return len(self._groups(n_channels)) * len(self._scalings) * widths
-
-    def feature_names(self, n_channels: int) -> list[str]:
-        names = []
-        for group in self._groups(n_channels):
-            for s in self._scalings:
-                for tap in self._taps:
-                    lname, width = self._tap_info(tap)
-                    names.extend(
-                        f"{self.NAME}|layer={lname}|scale={s}|ch={group}|unit={u}"
-                        for u in range(width)
-                    )
-        return names
-
-    # --- weights --------------------------------------------------------------------
-    @property
-    def _state(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def fingerprint(self) -> dict[str, Any]:
-        state = self._state
-        return {
-            "weights_sha256": digest(state, state.keys()),
-            "layers": list(self._taps),
-        }
-
-    # --- computation ----------------------------------------------------------------
-    @cached_property
-    def _device(self) -> Any:
-        import torch
-
-        want = self.params.device
-        if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-            if not torch.cuda.is_available():
-                from convpaint.errors import ConfigError
-
-                raise ConfigError(
-                    f"{self.NAME} device: cuda was requested but torch sees no CUDA GPU; "
-                    "set device: auto or cpu"
-                )
-            return torch.device("cuda")
-        return torch.device("cpu")
-
-    def _forward(self, x: Any) -> dict[int, Any]:
-        raise NotImplementedError
-
-    def __call__(self, image: NDArray[np.float32]) -> NDArray[np.float32]:
-        import torch
-
-        n_ch, height, width = image.shape
-        if height % self.alignment or width % self.alignment:
-            raise ValueError(
-                f"{self.NAME} needs blocks whose size is a multiple of {self.alignment}, "
-                f"got {height}x{width}; use convpaint.tiling to pad and tile images"
-            )
-        geometry = self._geometry()
-        out = np.empty((height, width, self.n_features(n_ch)), dtype=np.float32)
-        out_t = torch.from_numpy(out)
-        scale, shift = _Z_TO_UNIT
-        mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
-        with torch.inference_mode(), _deterministic(self.params.deterministic):
-            x_all = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-            i = 0
-            for group in self._groups(n_ch):
-                if group == "rgb":
-                    x = x_all[None]
-                else:
-                    x = x_all[int(group)][None, None].expand(1, 3, -1, -1)
-                x = (((x * scale + shift) - mean) / std).to(self._device)
-                for s in self._scalings:
-                    for tap, y in sorted(self._forward(_downsample(x, s)).items()):
-                        stride, lo, hi = geometry[tap]
-                        n = y.shape[1]
-                        coarse = y[0].permute(1, 2, 0).contiguous()  # (h, w, F)
-                        factor, offset = s * stride, s * (lo + hi + 1) / 2
-                        if coarse.device.type == "cpu":
-                            upsample_linear_offset(
-                                coarse,
-                                factor,
-                                offset,
-                                (height, width),
-                                out_t[:, :, i : i + n],
-                            )
-                        else:
-                            out_t[:, :, i : i + n] = upsample_linear_offset(
-                                coarse, factor, offset, (height, width)
-                            ).cpu()
-                        i += n
-        return out
-
 
 # --------------------------------------------------------------------------------------
 # AlexNet
@@ -469,26 +71,16 @@ ALEXNET_LAYERS: list[tuple[int, str, str, int, int, int, int]] = [
     (11, "relu", "relu5", 256, 1, 1, 0),
     (12, "pool", "pool3", 256, 3, 2, 0),
 ]
-_ALEXNET_BY_NAME = {row[2]: row[0] for row in ALEXNET_LAYERS}
 #: File names the torchvision AlexNet ImageNet weights are known by.
 ALEXNET_FILES = ("alexnet_features_imagenet1k_v1.pth", "alexnet-owt-7be5be79.pth")
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+_ALEXNET_NAMES = ", ".join(f"{row[0]}={row[2]}" for row in ALEXNET_LAYERS)
 
 
 def resolve_alexnet_layer(layer: int | str) -> int:
     """Map ``3``, ``"3"``, ``"features.3"`` or ``"conv2"`` to an AlexNet features index."""
-    text = str(layer).strip()
-    if text.startswith("features."):
-        text = text[len("features.") :]
-    if text.isdigit():
-        idx = int(text)
-        if 0 <= idx < len(ALEXNET_LAYERS):
-            return idx
-    elif text.lower() in _ALEXNET_BY_NAME:
-        return _ALEXNET_BY_NAME[text.lower()]
-    names = ", ".join(f"{row[0]}={row[2]}" for row in ALEXNET_LAYERS)
-    raise ValueError(
-        f"unknown AlexNet layer {layer!r}; use a features index 0-12 or a name ({names})"
+    return resolve_features_layer(
+        layer, ALEXNET_LAYERS, "AlexNet", f"({_ALEXNET_NAMES})"
     )
 
 
@@ -503,6 +95,8 @@ class AlexNetParams(_NetworkParams):
           # weights: alexnet-owt-7be5be79.pth  (or set $CONVPAINT_WEIGHTS_DIR)
     """
 
+    resolve_layer = staticmethod(resolve_alexnet_layer)
+
     name: Literal["alexnet"] = "alexnet"
     """Extractor name."""
 
@@ -511,50 +105,20 @@ class AlexNetParams(_NetworkParams):
     conv, pre-activation) or names (conv1, relu1, pool1, conv2, relu2, pool2, conv3,
     relu3, conv4, relu4, conv5, relu5, pool3). conv1 has stride 4, pool1 8, pool2 16."""
 
-    scalings: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
-    """Pyramid levels: each image is block-mean downsampled by these factors, passed
-    through the network, and the outputs upsampled back (bilinear) and concatenated."""
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value: list[int | str]) -> list[int | str]:
-        for layer in value:
-            resolve_alexnet_layer(layer)
-        return value
-
 
 @register_extractor("alexnet", params=AlexNetParams)
-class AlexNetExtractor(_NetworkExtractor):
+class AlexNetExtractor(_FeaturesExtractor):
     """AlexNet (ImageNet) layer outputs at several image scales, upsampled to full size."""
 
     NAME = "alexnet"
-
-    def __init__(self, params: AlexNetParams) -> None:
-        self.params = params
-        self._taps = sorted({resolve_alexnet_layer(layer) for layer in params.layers})
-        self._depth = max(self._taps)
-        self._convs = [
-            row[0] for row in ALEXNET_LAYERS[: self._depth + 1] if row[1] == "conv"
-        ]
-
-    def _tap_info(self, tap: int) -> tuple[str, int]:
-        return ALEXNET_LAYERS[tap][2], ALEXNET_LAYERS[tap][3]
-
-    def _geometry(self) -> dict[int, tuple[int, int, int]]:
-        fields = receptive_fields(
-            [row[4:7] for row in ALEXNET_LAYERS[: self._depth + 1]]
-        )
-        return {tap: fields[tap] for tap in self._taps}
-
-    @property
-    def _state_keys(self) -> list[str]:
-        return [f"features.{i}.{p}" for i in self._convs for p in ("weight", "bias")]
+    LAYERS = ALEXNET_LAYERS
+    WINDOWS = tuple(row[4:7] for row in ALEXNET_LAYERS)
 
     @cached_property
     def _state(self) -> dict[str, np.ndarray]:
         return load_network_state(
             "AlexNet (alexnet extractor)",
-            self._state_keys,
+            features_keys(self._convs),
             file_names=ALEXNET_FILES,
             configured=self.params.weights,
             url=ALEXNET_URL,
@@ -564,37 +128,8 @@ class AlexNetExtractor(_NetworkExtractor):
                 "alexnet_features_imagenet1k_v1.pth into a folder and set "
                 f"{WEIGHTS_ENV} to it, or set `weights:` of the alexnet extractor to the file"
             ),
+            download=_download,
         )
-
-    @cached_property
-    def _params(self) -> dict[int, tuple[Any, Any]]:
-        import torch
-
-        dev = self._device
-        return {
-            i: (
-                torch.from_numpy(self._state[f"features.{i}.weight"]).to(dev),
-                torch.from_numpy(self._state[f"features.{i}.bias"]).to(dev),
-            )
-            for i in self._convs
-        }
-
-    def _forward(self, x: Any) -> dict[int, Any]:
-        """Run features[0..depth] on (1, 3, H, W); return tap index -> output."""
-        import torch.nn.functional as F
-
-        taps = {}
-        for idx, kind, _, _, k, st, pad in ALEXNET_LAYERS[: self._depth + 1]:
-            if kind == "conv":
-                w, b = self._params[idx]
-                x = F.conv2d(x, w, b, stride=st, padding=pad)
-            elif kind == "relu":
-                x = F.relu(x)
-            else:
-                x = F.max_pool2d(x, k, st, pad)
-            if idx in self._taps:
-                taps[idx] = x
-        return taps
 
 
 # --------------------------------------------------------------------------------------
@@ -842,6 +377,8 @@ class EfficientNetLite0Params(_NetworkParams):
           weights: efficientnet-lite0-57934424.pth   # or set $CONVPAINT_WEIGHTS_DIR
     """
 
+    resolve_layer = staticmethod(resolve_efficientnet_layer)
+
     name: Literal["efficientnet_lite0"] = "efficientnet_lite0"
     """Extractor name."""
 
@@ -855,13 +392,6 @@ class EfficientNetLite0Params(_NetworkParams):
     """Pyramid levels: each image is block-mean downsampled by these factors, passed
     through the network, and the outputs upsampled back (bilinear) and concatenated."""
 
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, value: list[str]) -> list[str]:
-        for layer in value:
-            resolve_efficientnet_layer(layer)
-        return value
-
 
 @register_extractor("efficientnet_lite0", params=EfficientNetLite0Params)
 class EfficientNetLite0Extractor(_NetworkExtractor):
@@ -870,10 +400,7 @@ class EfficientNetLite0Extractor(_NetworkExtractor):
     NAME = "efficientnet_lite0"
 
     def __init__(self, params: EfficientNetLite0Params) -> None:
-        self.params = params
-        self._taps = sorted(
-            {resolve_efficientnet_layer(layer) for layer in params.layers}
-        )
+        super().__init__(params)
         self._n_blocks = max(self._taps)  # tap n + 1 is block n: blocks 0 .. n needed
 
     def _tap_info(self, tap: int) -> tuple[str, int]:

@@ -111,7 +111,9 @@ class FeaturePipeline:
         n = int(mask.sum()) if mask is not None else shape[0] * shape[1]
         out = np.empty((n, self.n_features), dtype=np.float32)
         # a (Y, X, F) view of the same memory: the tile is copied straight into place
-        grid = out.reshape(shape[0], shape[1], self.n_features) if mask is None else None
+        grid = (
+            out.reshape(shape[0], shape[1], self.n_features) if mask is None else None
+        )
         f0 = 0
         for extractor, width in zip(self.extractors, self.widths, strict=True):
             feats = extractor(block)[ys, xs]
