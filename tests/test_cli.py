@@ -19,8 +19,8 @@ from .conftest import ROOT, SAMPLE, write_config
 
 runner = CliRunner()
 
-#: mIoU the default model must reach on the sample image (reference Convpaint: 0.850).
-SAMPLE_MIOU = 0.85
+#: mIoU the default model must reach on the sample image (measured 0.888; reference Convpaint: 0.850).
+SAMPLE_MIOU = 0.87
 
 
 def invoke(*args: str) -> object:
