@@ -56,6 +56,29 @@ def em_crop(bench: Path, tmp_path: Path) -> dict[str, Path]:
     }
 
 
+def feature_pipeline(specs: list[dict], n_channels: int = 1) -> object:
+    """A FeaturePipeline built from extractor specs as written in a config."""
+    from convpaint.config import parse_config
+    from convpaint.features import FeaturePipeline
+
+    return FeaturePipeline(
+        parse_config({"features": specs}).features.extractors, n_channels
+    )
+
+
+def tiled_features(image: np.ndarray, pipe: object, tile: int) -> np.ndarray:
+    """Features of a (C, Y, X) image assembled tile by tile, as prediction does."""
+    from convpaint.tiling import iter_tiles, plan_block, read_block
+
+    _, h, w = image.shape
+    out = np.zeros((h, w, pipe.n_features), np.float32)  # type: ignore[attr-defined]
+    for t in iter_tiles((h, w), tile):
+        block = plan_block(t, halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
+        feats = pipe.compute(read_block(image, block), block.trim)  # type: ignore[attr-defined]
+        out[t[0] : t[1], t[2] : t[3]] = feats.reshape(t[1] - t[0], t[3] - t[2], -1)
+    return out
+
+
 def write_config(path: Path, text: str) -> Path:
     """Write a YAML config file and return its path."""
     path.write_text(text)

@@ -92,9 +92,7 @@ def test_quickstart_on_sample_data(sample_copy: Path) -> None:
     # `info` shows what the model holds
     res = invoke("info", model)
     assert (
-        res.exit_code == 0
-        and '"classes"' in res.output
-        and "\"filters\"" in res.output
+        res.exit_code == 0 and '"classes"' in res.output and '"filters"' in res.output
     )
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from convpaint.config import parse_config
 from convpaint.errors import UnknownExtractorError, WeightsError
-from convpaint.features import FeaturePipeline, list_extractors
+from convpaint.features import list_extractors
 from convpaint.features import weights as weights_mod
 from convpaint.features.cnn import (
     VGG16Extractor,
@@ -20,23 +19,12 @@ from convpaint.features.cnn import (
 )
 from convpaint.features.pipeline import Normalization
 from convpaint.features.registry import build_extractor, params_model
-from convpaint.tiling import iter_tiles, plan_block, read_block
+from convpaint.tiling import plan_block, read_block
 
+from .conftest import feature_pipeline, tiled_features
 
-def _pipeline(specs: list[dict], n_channels: int = 1) -> FeaturePipeline:
-    return FeaturePipeline(
-        parse_config({"features": specs}).features.extractors, n_channels
-    )
-
-
-def _tiled(image: np.ndarray, pipe: FeaturePipeline, tile: int) -> np.ndarray:
-    _, h, w = image.shape
-    out = np.zeros((h, w, pipe.n_features), np.float32)
-    for t in iter_tiles((h, w), tile):
-        block = plan_block(t, halo=pipe.halo, alignment=pipe.alignment)
-        feats = pipe.compute(read_block(image, block), block.trim)
-        out[t[0] : t[1], t[2] : t[3]] = feats.reshape(t[1] - t[0], t[3] - t[2], -1)
-    return out
+_pipeline = feature_pipeline
+_tiled = tiled_features
 
 
 EXTRACTOR_CASES = {

@@ -138,21 +138,28 @@ def test_trained_model_metadata(trained_em_model: Path) -> None:
     assert meta["halo"] >= 12 and meta["config"]["classifier"]["n_estimators"] == 25
 
 
+def _edit_meta(src: Path, dst: Path, edit: object) -> Path:
+    """Copy a model file, changing its model.json with ``edit(meta)``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for n in zin.namelist():
+            data = zin.read(n)
+            if n == "model.json":
+                meta = json.loads(data)
+                edit(meta)  # type: ignore[operator]
+                data = json.dumps(meta).encode()
+            zout.writestr(n, data)
+    return dst
+
+
 def test_feature_count_mismatch_is_refused(
     trained_em_model: Path, tmp_path: Path
 ) -> None:
     """A model whose extractors now yield another feature count is refused clearly."""
-    bad = tmp_path / "bad.cpm"
-    with zipfile.ZipFile(trained_em_model) as src, zipfile.ZipFile(bad, "w") as dst:
-        for n in src.namelist():
-            data = src.read(n)
-            if n == "model.json":
-                meta = json.loads(data)
-                meta["extractors"][1]["sigmas"] = [
-                    1.0
-                ]  # the filters now give fewer features
-                data = json.dumps(meta).encode()
-            dst.writestr(n, data)
+
+    def fewer_sigmas(meta: dict) -> None:  # the filters now give fewer features
+        meta["extractors"][1]["sigmas"] = [1.0]
+
+    bad = _edit_meta(trained_em_model, tmp_path / "bad.cpm", fewer_sigmas)
     img = trained_em_model.parent / "img.tif"
     with pytest.raises(
         ModelBundleError,
@@ -166,15 +173,11 @@ def test_weights_digest_mismatch_is_refused(
     trained_em_model: Path, tmp_path: Path
 ) -> None:
     """Predicting with other weights than the model was trained with is refused."""
-    bad = tmp_path / "w.cpm"
-    with zipfile.ZipFile(trained_em_model) as src, zipfile.ZipFile(bad, "w") as dst:
-        for n in src.namelist():
-            data = src.read(n)
-            if n == "model.json":
-                meta = json.loads(data)
-                meta["fingerprints"][0]["weights_sha256"] = "0" * 64
-                data = json.dumps(meta).encode()
-            dst.writestr(n, data)
+
+    def other_weights(meta: dict) -> None:
+        meta["fingerprints"][0]["weights_sha256"] = "0" * 64
+
+    bad = _edit_meta(trained_em_model, tmp_path / "w.cpm", other_weights)
     with pytest.raises(ModelBundleError, match="differs from training"):
         api.predict(bad, [str(trained_em_model.parent / "img.tif")], tmp_path / "out")
 

@@ -12,7 +12,7 @@ import torch
 
 from convpaint.config import parse_config
 from convpaint.errors import WeightsError
-from convpaint.features import FeaturePipeline, list_extractors
+from convpaint.features import list_extractors
 from convpaint.features import networks as nets
 from convpaint.features.cnn import upsample_linear
 from convpaint.features.networks import (
@@ -26,7 +26,9 @@ from convpaint.features.networks import (
     upsample_linear_offset,
 )
 from convpaint.features.weights import WEIGHTS_ENV
-from convpaint.tiling import iter_tiles, plan_block, read_block
+from convpaint.tiling import plan_block, read_block
+
+from .conftest import feature_pipeline, tiled_features
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
 ALEXNET_FILE = WEIGHTS_DIR / "alexnet_features_imagenet1k_v1.pth"
@@ -47,20 +49,8 @@ def _use_weights(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     monkeypatch.setenv(WEIGHTS_ENV, str(WEIGHTS_DIR))
 
 
-def _pipeline(specs: list[dict], n_channels: int = 1) -> FeaturePipeline:
-    return FeaturePipeline(
-        parse_config({"features": specs}).features.extractors, n_channels
-    )
-
-
-def _tiled(image: np.ndarray, pipe: FeaturePipeline, tile: int) -> np.ndarray:
-    _, h, w = image.shape
-    out = np.zeros((h, w, pipe.n_features), np.float32)
-    for t in iter_tiles((h, w), tile):
-        block = plan_block(t, halo=pipe.halo, alignment=pipe.alignment)
-        feats = pipe.compute(read_block(image, block), block.trim)
-        out[t[0] : t[1], t[2] : t[3]] = feats.reshape(t[1] - t[0], t[3] - t[2], -1)
-    return out
+_pipeline = feature_pipeline
+_tiled = tiled_features
 
 
 CASES = {
