@@ -79,6 +79,34 @@ def tiled_features(image: np.ndarray, pipe: object, tile: int) -> np.ndarray:
     return out
 
 
+def assert_halo_suffices(
+    pipe: object, image: np.ndarray, tile: tuple[int, int, int, int]
+) -> None:
+    """A tile computed from its extended block equals the same pixels of a whole-image
+    block, and pixels outside the extended block do not matter at all."""
+    from convpaint.tiling import plan_block, read_block
+
+    block = plan_block(tile, halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
+    size_y, size_x = image.shape[1:]
+    big = plan_block((0, size_y, 0, size_x), halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
+    trim = (
+        slice(tile[0] - big.extended[0], tile[1] - big.extended[0]),
+        slice(tile[2] - big.extended[2], tile[3] - big.extended[2]),
+    )
+    ref = pipe.compute(read_block(image, big), trim)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(
+        pipe.compute(read_block(image, block), block.trim), ref
+    )  # type: ignore[attr-defined]
+    ey0, ey1, ex0, ex1 = block.extended
+    changed = image.copy()
+    mask = np.ones(changed.shape[1:], bool)
+    mask[max(ey0, 0) : ey1, max(ex0, 0) : ex1] = False
+    changed[:, mask] = 100.0
+    np.testing.assert_array_equal(
+        pipe.compute(read_block(changed, block), block.trim), ref
+    )  # type: ignore[attr-defined]
+
+
 def write_config(path: Path, text: str) -> Path:
     """Write a YAML config file and return its path."""
     path.write_text(text)

@@ -28,7 +28,7 @@ from convpaint.features.networks import (
 from convpaint.features.weights import WEIGHTS_ENV
 from convpaint.tiling import plan_block, read_block
 
-from .conftest import feature_pipeline, tiled_features
+from .conftest import assert_halo_suffices, feature_pipeline, tiled_features
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
 ALEXNET_FILE = WEIGHTS_DIR / "alexnet_features_imagenet1k_v1.pth"
@@ -92,25 +92,8 @@ def test_halo_covers_dependencies(case: str, monkeypatch: pytest.MonkeyPatch) ->
     pipe = _pipeline(CASES[case])
     size = 2 * pipe.halo + 3 * pipe.alignment + 40
     image = np.random.default_rng(1).normal(size=(1, size, size)).astype(np.float32)
-    tile = (pipe.halo + 20, pipe.halo + 40, pipe.halo + 21, pipe.halo + 39)
-    block = plan_block(tile, halo=pipe.halo, alignment=pipe.alignment)
-    big = plan_block((0, size, 0, size), halo=pipe.halo, alignment=pipe.alignment)
-    trim = (
-        slice(tile[0] - big.extended[0], tile[1] - big.extended[0]),
-        slice(tile[2] - big.extended[2], tile[3] - big.extended[2]),
-    )
-    ref = pipe.compute(read_block(image, big), trim)
-    np.testing.assert_array_equal(
-        pipe.compute(read_block(image, block), block.trim), ref
-    )
-    # the block the tiler reads is all the context needed: pixels outside it are free
-    ey0, ey1, ex0, ex1 = block.extended
-    changed = image.copy()
-    mask = np.ones(changed.shape[1:], bool)
-    mask[max(ey0, 0) : ey1, max(ex0, 0) : ex1] = False
-    changed[:, mask] = 100.0
-    np.testing.assert_array_equal(
-        pipe.compute(read_block(changed, block), block.trim), ref
+    assert_halo_suffices(
+        pipe, image, (pipe.halo + 20, pipe.halo + 40, pipe.halo + 21, pipe.halo + 39)
     )
 
 
