@@ -617,7 +617,14 @@ def _predict_one(
             with progress.bar(len(tiles), path.name, "tile") as pbar:
                 for tile in tiles:
                     counts += _predict_tile_into(
-                        writer, source, tile, pipeline, norm, model, classes, threads,
+                        writer,
+                        source,
+                        tile,
+                        pipeline,
+                        norm,
+                        model,
+                        classes,
+                        threads,
                         with_probabilities=paths.probabilities is not None,
                     )
                     pbar.update(1)
@@ -776,6 +783,11 @@ def check(config: Config) -> dict[str, Any]:
         FeaturePipeline(config.features.resolved(config.train.axes), n_channels or 1)
     if config.predict is not None:
         p = config.predict
+        meta = (
+            read_meta(p.model)
+            if p.model is not None and Path(p.model).exists()
+            else None
+        )
         for src_path, paths in plan_prediction(
             p.inputs,
             p.output_dir,
@@ -783,6 +795,14 @@ def check(config: Config) -> dict[str, Any]:
             probabilities=p.probabilities,
             output_name=p.output_name,
         ):
+            if meta is not None:  # header-only look: axes and channels fit the model?
+                with open_image(src_path, p.axes or meta["axes"]) as src:
+                    if src.n_channels != meta["n_channels"]:
+                        raise DataError(
+                            f"input '{src_path}' has {src.n_channels} channel(s) but model "
+                            f"'{p.model}' was trained on {meta['n_channels']}; predict "
+                            "images like the training images or train a model for these"
+                        )
             state = "exists" if paths.existing() else "new"
             out["predict"].append((str(src_path), str(paths.labels), state))
     return out

@@ -386,3 +386,17 @@ evaluate:
         tmp_path / "none.tif",
     )
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_check_validates_inputs_against_an_existing_model(em_config: Path) -> None:
+    """With a trained model present, `check` refuses inputs whose channels do not fit."""
+    assert invoke("train", em_config, "-q").exit_code == 0
+    assert invoke("check", em_config).exit_code == 0
+    rgb = em_config.parent / "images/rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((3, 40, 40), np.uint8), photometric="minisblack")
+    cfg = write_config(
+        em_config.parent / "c2.yaml",
+        "predict:\n  model: models/em.cpm\n  inputs: [images/rgb.tif]\n  axes: CYX\n",
+    )
+    res = invoke("check", cfg)
+    assert res.exit_code == 1 and "trained on 1" in " ".join(res.output.split())
