@@ -260,11 +260,7 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _collect(
-    pairs: list[tuple[Path, Path]],
-    axes: str,
-    features: FeatureConfig,
-) -> dict[str, Any]:
+def _collect(pairs: list[tuple[Path, Path]], axes: str) -> dict[str, Any]:
     """Open every pair, check it, compute statistics; return what sampling needs."""
     items = []
     n_channels = None
@@ -394,7 +390,7 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
     t0 = time.perf_counter()
     pairs = pair_training_files(train_cfg)
     logger.info("training on %d image/annotation pair(s)", len(pairs))
-    gathered = _collect(pairs, train_cfg.axes, config.features)
+    gathered = _collect(pairs, train_cfg.axes)
     items = gathered["items"]
     try:
         pipeline = FeaturePipeline(config.features.extractors, gathered["n_channels"])
