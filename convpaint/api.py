@@ -245,6 +245,16 @@ class TrainResult:
     cv_miou: float | None = None
 
 
+def _explicit_features(config: Config) -> Config:
+    """The config with `features.extractors: auto` replaced by the measured default
+    for the training axes (what the model stores and `check` shows)."""
+    if config.train is None or config.features.extractors != "auto":
+        return config
+    config = config.model_copy(deep=True)
+    config.features.extractors = config.features.resolved(config.train.axes)
+    return config
+
+
 def _resolve_seed(config: Config) -> tuple[Config, int]:
     seed = config.classifier.seed
     if seed is None:
@@ -260,42 +270,69 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def _open_training_pair(
+    img_path: Path, ann_path: Path, axes: str, first: tuple[Path, int] | None
+) -> tuple[ImageSource, np.ndarray]:
+    """Open a training image lazily and read its annotations, checking both.
+
+    ``first`` is the first training image and its channel count, which every other
+    image must share. The caller closes the returned source.
+    """
+    source = open_image(img_path, axes)
+    try:
+        if first is not None and source.n_channels != first[1]:
+            raise DataError(
+                f"training image '{img_path}' has {source.n_channels} channels but "
+                f"'{first[0]}' has {first[1]}; all training images need the same channels"
+            )
+        labels = read_labels(ann_path, shape_yx=source.shape_yx, image=img_path)
+        if not labels.any():
+            raise DataError(
+                f"annotations '{ann_path}' contain no labelled pixel (all 0); draw "
+                "scribbles or remove this pair from the training set"
+            )
+    except BaseException:
+        source.close()
+        raise
+    return source, labels
+
+
 def _collect(pairs: list[tuple[Path, Path]], axes: str) -> dict[str, Any]:
     """Open every pair, check it, compute statistics; return what sampling needs."""
-    items = []
-    n_channels = None
-    for img_path, ann_path in pairs:
-        source = open_image(img_path, axes)
-        try:
-            if n_channels is None:
-                n_channels = source.n_channels
-            elif source.n_channels != n_channels:
-                raise DataError(
-                    f"training image '{img_path}' has {source.n_channels} channels but "
-                    f"'{pairs[0][0]}' has {n_channels}; all training images need the same channels"
-                )
-            labels = read_labels(ann_path, shape_yx=source.shape_yx, image=img_path)
-            if not labels.any():
-                raise DataError(
-                    f"annotations '{ann_path}' contain no labelled pixel (all 0); draw "
-                    "scribbles or remove this pair from the training set"
-                )
-            mean, std = image_statistics(source, joint=_joint(axes))
-        except BaseException:
-            source.close()
-            raise
-        items.append(
-            {
-                "source": source,
-                "labels": labels,
-                "mean": mean,
-                "std": std,
-                "pixels": source.shape_yx[0] * source.shape_yx[1],
-                "ann": ann_path,
-            }
-        )
+    items: list[dict[str, Any]] = []
+    first: tuple[Path, int] | None = None
+    try:
+        for img_path, ann_path in pairs:
+            source, labels = _open_training_pair(img_path, ann_path, axes, first)
+            items.append(
+                {
+                    "source": source,
+                    "labels": labels,
+                    "ann": ann_path,
+                    "pixels": source.shape_yx[0] * source.shape_yx[1],
+                }
+            )
+            first = first or (img_path, source.n_channels)
+            items[-1]["mean"], items[-1]["std"] = image_statistics(
+                source, joint=_joint(axes)
+            )
+    except BaseException:
+        for it in items:
+            it["source"].close()
+        raise
     pooled = _pool_statistics([(i["mean"], i["std"], i["pixels"]) for i in items])
-    return {"items": items, "n_channels": n_channels, "pooled": pooled}
+    return {"items": items, "n_channels": first[1] if first else None, "pooled": pooled}
+
+
+def _annotated_crops(labels: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes of the annotations inside each training tile that has any."""
+    crops = []
+    for ty0, ty1, tx0, tx1 in iter_tiles(labels.shape, _TRAIN_TILE):
+        sub = labels[ty0:ty1, tx0:tx1] > 0
+        if sub.any():
+            by0, by1, bx0, bx1 = _bbox(sub)
+            crops.append((ty0 + by0, ty0 + by1, tx0 + bx0, tx0 + bx1))
+    return crops
 
 
 def _sample_features(
@@ -309,36 +346,27 @@ def _sample_features(
 
     xs, ys, groups = [], [], []
     group_offset = 0
-    n_tiles = sum(
-        1
-        for it in items
-        for t in iter_tiles(it["labels"].shape, _TRAIN_TILE)
-        if it["labels"][t[0] : t[1], t[2] : t[3]].any()
-    )
-    with progress.bar(n_tiles, "features of annotated regions", "crop") as pbar:
-        for it in items:
+    crops = [_annotated_crops(it["labels"]) for it in items]
+    with progress.bar(
+        sum(map(len, crops)), "features of annotated regions", "crop"
+    ) as pbar:
+        for it, item_crops in zip(items, crops, strict=True):
             labels = it["labels"]
             strokes = label_strokes(labels)
             if features.normalize == "image":
                 norm = Normalization(it["mean"], it["std"])
             else:
                 norm = Normalization(*pooled)
-            for ty0, ty1, tx0, tx1 in iter_tiles(labels.shape, _TRAIN_TILE):
-                sub = labels[ty0:ty1, tx0:tx1]
-                if not sub.any():
-                    continue
-                by0, by1, bx0, bx1 = _bbox(sub > 0)
-                crop = (ty0 + by0, ty0 + by1, tx0 + bx0, tx0 + bx1)
-                lab = labels[crop[0] : crop[1], crop[2] : crop[3]]
+            for crop in item_crops:
+                window = (slice(crop[0], crop[1]), slice(crop[2], crop[3]))
+                lab = labels[window]
                 mask = lab > 0
                 block = plan_block(
                     crop, halo=pipeline.halo, alignment=pipeline.alignment
                 )
                 xs.append(_features_of_block(it["source"], block, pipeline, norm, mask))
                 ys.append(lab[mask])
-                groups.append(
-                    strokes[crop[0] : crop[1], crop[2] : crop[3]][mask] + group_offset
-                )
+                groups.append(strokes[window][mask] + group_offset)
                 pbar.update(1)
             group_offset += int(strokes.max()) + 1
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
@@ -382,9 +410,7 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
             f"model '{model_path}' exists; pass --overwrite to replace it or change train.model"
         )
     config, seed = _resolve_seed(config)
-    if config.features.extractors == "auto":  # store the measured default explicitly
-        config = config.model_copy(deep=True)
-        config.features.extractors = config.features.resolved(train_cfg.axes)
+    config = _explicit_features(config)
     threads = config.tiling.threads or available_cpus()
     n_jobs = config.classifier.n_jobs or threads
     t0 = time.perf_counter()
@@ -500,16 +526,23 @@ class PredictResult:
     class_fractions: dict[int, float] = field(default_factory=dict)
 
 
+def _require_model_channels(
+    n_channels: int, meta: dict[str, Any], source: Path, model_path: Path
+) -> None:
+    """Refuse an image whose channel count differs from the model's training images."""
+    if n_channels != meta["n_channels"]:
+        raise DataError(
+            f"image '{source}' has {n_channels} channel(s) but model '{model_path}' was "
+            f"trained on {meta['n_channels']}; predict images like the training images "
+            f"(axes {meta['axes']}) or train a model for these"
+        )
+
+
 def _model_pipeline(
     model: LoadedModel, n_channels: int, source: Path
 ) -> FeaturePipeline:
     meta = model.meta
-    if n_channels != meta["n_channels"]:
-        raise DataError(
-            f"image '{source}' has {n_channels} channel(s) but model '{model.path}' was "
-            f"trained on {meta['n_channels']}; predict images like the training images "
-            f"(axes {meta['axes']}) or train a model for these"
-        )
+    _require_model_channels(n_channels, meta, source, model.path)
     try:
         specs = FeatureConfig.model_validate(
             {"extractors": meta["extractors"]}
@@ -761,22 +794,18 @@ def check(config: Config) -> dict[str, Any]:
     Returns the resolved config as YAML, the training pairs with their shapes, and the
     planned prediction outputs.
     """
-    if config.train is not None and config.features.extractors == "auto":
-        config = config.model_copy(deep=True)
-        config.features.extractors = config.features.resolved(config.train.axes)
+    config = _explicit_features(config)
     out: dict[str, Any] = {"config": dump_config(config), "train": [], "predict": []}
     if config.train is not None:
-        n_channels = None
+        first: tuple[Path, int] | None = None
         for img, ann in pair_training_files(config.train):
-            with open_image(img, config.train.axes) as src:
-                read_labels(ann, shape_yx=src.shape_yx, image=img)
-                if n_channels is not None and src.n_channels != n_channels:
-                    raise DataError(
-                        f"training image '{img}' has {src.n_channels} channels, others {n_channels}"
-                    )
-                n_channels = src.n_channels
+            src, _ = _open_training_pair(img, ann, config.train.axes, first)
+            with src:
+                first = first or (img, src.n_channels)
                 out["train"].append((str(img), str(ann), src.file_shape))
-        FeaturePipeline(config.features.resolved(config.train.axes), n_channels or 1)
+        FeaturePipeline(
+            config.features.resolved(config.train.axes), first[1] if first else 1
+        )
     if config.predict is not None:
         p = config.predict
         meta = (
@@ -793,12 +822,9 @@ def check(config: Config) -> dict[str, Any]:
         ):
             if meta is not None:  # header-only look: axes and channels fit the model?
                 with open_image(src_path, p.axes or meta["axes"]) as src:
-                    if src.n_channels != meta["n_channels"]:
-                        raise DataError(
-                            f"input '{src_path}' has {src.n_channels} channel(s) but model "
-                            f"'{p.model}' was trained on {meta['n_channels']}; predict "
-                            "images like the training images or train a model for these"
-                        )
+                    _require_model_channels(
+                        src.n_channels, meta, src_path, Path(p.model)
+                    )
             state = "exists" if paths.existing() else "new"
             out["predict"].append((str(src_path), str(paths.labels), state))
     return out

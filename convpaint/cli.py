@@ -35,6 +35,13 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Debug = Annotated[
     bool, typer.Option("--debug", help="Show the full traceback of errors.")
 ]
+Instances = Annotated[
+    bool,
+    typer.Option(
+        "--instances",
+        help="Ground truth holds instance ids: 0 -> class 1 (background), objects -> class 2.",
+    ),
+]
 ConfigArg = Annotated[Path, typer.Argument(help="Config file (YAML).", dir_okay=False)]
 
 
@@ -265,13 +272,7 @@ def scribbles(
     seed: Annotated[
         int, typer.Option("--seed", help="Random seed (same seed, same scribbles).")
     ] = 0,
-    instances: Annotated[
-        bool,
-        typer.Option(
-            "--instances",
-            help="GT holds instance ids: 0 -> class 1, objects -> class 2.",
-        ),
-    ] = False,
+    instances: Instances = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing scribble files.")
     ] = False,
@@ -343,12 +344,7 @@ def evaluate(
             "--figures", help="Also write comparison and confusion-matrix PNGs."
         ),
     ] = False,
-    instances: Annotated[
-        bool,
-        typer.Option(
-            "--instances", help="GT holds instance ids (0 -> 1, objects -> 2)."
-        ),
-    ] = False,
+    instances: Instances = False,
     verbose: Verbose = 0,
     debug: Debug = False,
 ) -> None:
