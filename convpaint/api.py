@@ -89,7 +89,8 @@ def available_cpus() -> int:
 
 @contextmanager
 def _thread_budget(n: int) -> Iterator[None]:
-    """Tell BLAS/OpenMP pools and torch to use ``n`` threads, restoring them after."""
+    """Tell BLAS/OpenMP pools, torch and dask to use ``n`` threads, restoring them after."""
+    import dask
     from threadpoolctl import threadpool_limits
 
     torch = sys.modules.get("torch")
@@ -97,7 +98,7 @@ def _thread_budget(n: int) -> Iterator[None]:
     if torch is not None:
         torch.set_num_threads(n)
     try:
-        with threadpool_limits(limits=n):
+        with threadpool_limits(limits=n), dask.config.set(num_workers=n):
             yield
     finally:
         if torch is not None and old is not None:
@@ -416,7 +417,8 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
     t0 = time.perf_counter()
     pairs = pair_training_files(train_cfg)
     logger.info("training on %d image/annotation pair(s)", len(pairs))
-    gathered = _collect(pairs, train_cfg.axes)
+    with _thread_budget(threads):
+        gathered = _collect(pairs, train_cfg.axes)
     items = gathered["items"]
     try:
         pipeline = FeaturePipeline(config.features.extractors, gathered["n_channels"])
