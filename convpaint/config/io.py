@@ -68,7 +68,9 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
             if values is not None:
                 setattr(e, name, [_join(base_dir, v) for v in values])
         e.output_dir = Path(_join(base_dir, e.output_dir))
-    for spec in config.features.extractors if config.features.extractors != "auto" else []:
+    for spec in (
+        config.features.extractors if config.features.extractors != "auto" else []
+    ):
         weights = getattr(spec, "weights", None)
         if weights is not None:
             spec.weights = Path(_join(base_dir, weights))  # type: ignore[attr-defined]
