@@ -27,6 +27,7 @@ from convpaint.io.readers import (
     open_image,
 )
 from convpaint.model_io import read_meta
+from convpaint.model_meta import parse_meta
 from convpaint.normalization import image_statistics
 from convpaint.pairing import label_stem, pair_files, pair_training_files
 from convpaint.runtime import available_cpus
@@ -77,25 +78,43 @@ def model_info(path: Path | str) -> dict[str, Any]:
 def check(config: Config) -> dict[str, Any]:
     """Validate a config against the files it names without computing anything.
 
-    Returns the resolved config as YAML, the training pairs with their shapes, and the
-    planned prediction outputs.
+    Returns the resolved config as YAML, the training pairs with their shapes (and
+    the annotated planes), and the planned prediction outputs.
     """
-    config = explicit_features(config)
-    out: dict[str, Any] = {"config": dump_config(config), "train": [], "predict": []}
+    out: dict[str, Any] = {"train": [], "predict": []}
     if config.train is not None:
-        first: tuple[Path, int] | None = None
-        for img, ann in pair_training_files(config.train):
-            src, _ = open_training_pair(img, ann, config.train.axes, first)
-            with src:
-                first = first or (img, src.n_channels)
-                out["train"].append((str(img), str(ann), src.file_shape))
-        FeaturePipeline(
-            config.features.resolved(config.train.axes), first[1] if first else 1
-        )
+        t = config.train
+        spacing = t.spacing.as_dict() if t.spacing else None
+        first = None
+        try:
+            for img, ann in pair_training_files(t):
+                pair = open_training_pair(
+                    img, ann, axes=t.axes, spacing=spacing, first=first
+                )
+                if first is None:
+                    first = pair.source
+                else:
+                    pair.source.close()
+                out["train"].append(
+                    (str(img), str(ann), pair.source.file_shape, pair.source.axes)
+                )
+            if first is not None:
+                config = explicit_features(config, colour=first.is_colour)
+                dims = config.features.resolved_dims(first.is_stack)
+                FeaturePipeline(
+                    config.features.extractors,
+                    first.n_channels,
+                    dims=dims,  # type: ignore[arg-type]
+                    spacing=first.spacing,
+                )
+        finally:
+            if first is not None:
+                first.close()
+    out["config"] = dump_config(config)
     if config.predict is not None:
         p = config.predict
         meta = (
-            read_meta(p.model)
+            parse_meta(read_meta(p.model), p.model)
             if p.model is not None and Path(p.model).exists()
             else None
         )
@@ -107,9 +126,13 @@ def check(config: Config) -> dict[str, Any]:
             output_name=p.output_name,
         ):
             if meta is not None:  # header-only look: axes and channels fit the model?
-                with open_image(src_path, p.axes or meta["axes"]) as src:
+                with open_image(
+                    src_path,
+                    p.axes,
+                    spacing=p.spacing.as_dict() if p.spacing else None,
+                ) as src:
                     require_model_channels(
-                        src.n_channels, meta, src_path, Path(p.model)
+                        src.n_channels, meta, src_path, Path(p.model)  # type: ignore[arg-type]
                     )
             state = "exists" if paths.existing() else "new"
             out["predict"].append((str(src_path), str(paths.labels), state))

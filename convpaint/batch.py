@@ -9,6 +9,7 @@ from typing import Literal
 
 from convpaint import progress
 from convpaint.config import (
+    ClusterConfig,
     Config,
     TilingConfig,
 )
@@ -28,7 +29,7 @@ def plan_prediction(
     inputs: Sequence[str],
     output_dir: Path,
     *,
-    fmt: Literal["tif", "zarr"] = "tif",
+    fmt: str = "tif",
     probabilities: bool = False,
     output_name: str = "{stem}_labels",
     shard: tuple[int, int] | None = None,
@@ -50,14 +51,20 @@ def predict(
     output_dir: Path | str,
     *,
     axes: str | None = None,
-    fmt: Literal["tif", "zarr"] = "tif",
+    fmt: str = "tif",
     probabilities: bool = False,
     output_name: str = "{stem}_labels",
     on_exists: Literal["error", "skip", "overwrite"] = "error",
     tiling: TilingConfig | None = None,
     shard: tuple[int, int] | None = None,
+    spacing: dict[str, float] | None = None,
+    levels: int = 1,
+    cluster: ClusterConfig | None = None,
 ) -> list[PredictResult]:
     """Predict every input with a model, tile by tile, writing labels (and probabilities).
+
+    ``axes`` and ``spacing`` override what the files declare; ``levels`` is the number
+    of OME-Zarr resolution levels; ``cluster`` configures ``tiling.scheduler: slurm``.
 
     Raises
     ------
@@ -77,7 +84,7 @@ def predict(
     from convpaint.config import check_axes
 
     try:
-        use_axes = check_axes(axes or model.meta["axes"])
+        use_axes = check_axes(axes) if axes else None
     except ValueError as err:
         raise ConfigError(f"predict axes: {err}") from err
     if on_exists == "error":  # fail before any work, not after hours of it
@@ -104,6 +111,9 @@ def predict(
                         fmt=fmt,
                         tiling=tiling,
                         threads=threads,
+                        spacing=spacing,
+                        levels=levels,
+                        cluster=cluster,
                     )
                 )
             pbar_files.update(1)
@@ -134,4 +144,7 @@ def predict_from_config(
         on_exists=on_exists or p.on_exists,
         tiling=config.tiling,
         shard=shard,
+        spacing=p.spacing.as_dict() if p.spacing else None,
+        levels=p.levels,
+        cluster=config.cluster,
     )

@@ -426,9 +426,11 @@ def check(
     console.print(plan["config"], highlight=False, markup=False)
     if plan["train"]:
         console.print(f"[bold]Training pairs[/] ({len(plan['train'])})")
-        for img, ann, shape in plan["train"]:
+        for img, ann, shape, axes in plan["train"]:
             console.print(
-                f"  {img}  +  {ann}  shape {shape}", highlight=False, soft_wrap=True
+                f"  {img}  +  {ann}  shape {shape} axes {axes}",
+                highlight=False,
+                soft_wrap=True,
             )
     if plan["predict"]:
         console.print(f"[bold]Planned predictions[/] ({len(plan['predict'])})")

@@ -1,35 +1,61 @@
-"""The prediction engine: one image, tile by tile, into its output files."""
+"""The prediction engine: one image or stack, as a dask task graph, into its outputs.
+
+The output is cut into an N-D grid of tiles over ``(T, Z, Y, X)`` (one time frame
+per tile: frames never mix). Each tile is one task that reads its block plus the
+pipeline's halo lazily (aligned to the pyramid grid, mirrored at the borders),
+normalises it, computes the features, applies the forest and returns labels (or
+class probabilities). ``dask.array.store`` writes every tile into the output as soon
+as it is done, so no output is ever held in memory whole, and reading, computing and
+writing of different tiles overlap.
+
+Tasks are plain picklable objects that open the image and the model by path, so the
+same graph runs on the local threaded scheduler, on an existing dask.distributed
+cluster, or on a SLURM cluster started through dask-jobqueue; every tile is the same
+computation wherever it runs, so the results are identical bit for bit.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from convpaint import progress
-from convpaint.classify import (
-    predict_tile,
-)
-from convpaint.config import (
-    FeatureConfig,
-    TilingConfig,
-)
-from convpaint.errors import DataError, ModelBundleError
+from convpaint.classify import predict_tile
+from convpaint.config import ClusterConfig, FeatureConfig, TilingConfig
+from convpaint.errors import ConfigError, DataError, ModelBundleError
 from convpaint.features.pipeline import FeaturePipeline, Normalization
-from convpaint.io.readers import (
-    ImageSource,
-    open_image,
-)
-from convpaint.io.writers import OutputPaths, ResultWriter
-from convpaint.model_io import LoadedModel
-from convpaint.normalization import image_statistics
-from convpaint.tiling import Block, iter_tiles, plan_block, read_block
+from convpaint.io.readers import ImageSource, open_image
+from convpaint.io.writers import OutputPaths, ResultWriter, label_dtype
+from convpaint.model_io import LoadedModel, load_model
+from convpaint.model_meta import ModelMeta, parse_meta
+from convpaint.normalization import Statistics, image_statistics
+from convpaint.runtime import file_sha256, thread_budget
+from convpaint.tiling import Block, plan_block, read_block, symmetric_index
+from convpaint.warnings import ConvpaintWarning
+
+__all__ = [
+    "PredictResult",
+    "block_features",
+    "model_pipeline",
+    "plan_tile_shape",
+    "predict_image",
+    "require_model_channels",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Default planes per tile for features with context along Z (views, 3d).
+_DEFAULT_DEPTH = 16
 
 
 @dataclass
@@ -43,88 +69,332 @@ class PredictResult:
     class_fractions: dict[int, float] = field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------- blocks
 def block_features(
     source: ImageSource,
+    t: int,
+    block: Block,
+    pipeline: FeaturePipeline,
+    norm: Normalization,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Features ``(n, F)`` of one tile of time frame ``t`` (``mask``: only those voxels).
+
+    Raises
+    ------
+    DataError
+        Unreadable pixels, or NaN/infinite values in the block.
+    """
+    return _features(source.data, source.path, t, block, pipeline, norm, mask)
+
+
+def _features(
+    data: Any,
+    path: Path,
+    t: int,
     block: Block,
     pipeline: FeaturePipeline,
     norm: Normalization,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     try:
-        raw = read_block(source.data, block)
+        raw = read_block(data[t], block)
     except Exception as err:
         raise DataError(
-            f"could not read pixels {block.tile} of '{source.path}' ({type(err).__name__}: "
+            f"could not read voxels {block.tile} of '{path}' ({type(err).__name__}: "
             f"{err}); the file may be corrupt or truncated"
         ) from err
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
         raise DataError(
-            f"image '{source.path}' contains NaN or infinite values near pixels {block.tile}; "
-            "replace them before predicting"
+            f"image '{path}' contains NaN or infinite values near voxels {block.tile} "
+            f"(frame {t}); replace them before predicting"
         )
-    return pipeline.compute(norm(raw), block.trim, mask)
+    n_z = int(data.shape[2])
+    planes = symmetric_index(*block.extended[0], n_z)
+    return pipeline.compute(norm(raw, planes), block.trim, mask)
 
 
+# ----------------------------------------------------------------------------- model
 def require_model_channels(
-    n_channels: int, meta: dict[str, Any], source: Path, model_path: Path
+    n_channels: int, meta: ModelMeta, source: Path, model_path: Path
 ) -> None:
     """Refuse an image whose channel count differs from the model's training images."""
-    if n_channels != meta["n_channels"]:
+    if n_channels != meta.n_channels:
         raise DataError(
             f"image '{source}' has {n_channels} channel(s) but model '{model_path}' was "
-            f"trained on {meta['n_channels']}; predict images like the training images "
-            f"(axes {meta['axes']}) or train a model for these"
+            f"trained on {meta.n_channels}; predict images like the training images "
+            f"(axes {meta.axes}) or train a model for these"
         )
 
 
-def model_pipeline(
-    model: LoadedModel, n_channels: int, source: Path
-) -> FeaturePipeline:
-    meta = model.meta
-    require_model_channels(n_channels, meta, source, model.path)
+def _require_geometry(source: ImageSource, meta: ModelMeta, model_path: Path) -> None:
+    """Refuse 2-D images for models with context along Z; warn on other voxel sizes."""
+    if meta.dims != "planes" and not source.is_stack:
+        raise DataError(
+            f"model '{model_path}' computes features across Z planes (features.dims: "
+            f"{meta.dims}) but image '{source.path}' (axes {source.axes}) has no Z "
+            "axis; predict Z stacks with it, or train a model with dims: planes"
+        )
+    if meta.dims != "planes" and meta.spacing and source.spacing:
+        trained = meta.spacing[0] / meta.spacing[2]
+        found = source.spacing[0] / source.spacing[2]
+        if abs(found - trained) > 0.01 * trained:
+            warnings.warn(
+                f"image '{source.path}' has Z/X voxel ratio {found:.3g} but model "
+                f"'{model_path}' was trained at {trained:.3g}; features use the "
+                "model's ratio (resample the stack, or set predict.spacing, if the "
+                "file's metadata is wrong)",
+                ConvpaintWarning,
+                stacklevel=3,
+            )
+
+
+def model_pipeline(model: LoadedModel, meta: ModelMeta, n_channels: int) -> FeaturePipeline:
+    """The model's feature pipeline, rebuilt from the model file and checked."""
     try:
-        specs = FeatureConfig.model_validate(
-            {"extractors": meta["extractors"]}
-        ).extractors
+        specs = FeatureConfig.model_validate({"extractors": meta.extractors}).extractors
     except Exception as err:
         raise ModelBundleError(
             f"model '{model.path}' names extractors this convpaint cannot build ({err}); "
             "install the convpaint version it was trained with"
         ) from err
-    pipeline = FeaturePipeline(specs, n_channels)
-    pipeline.check_against(int(meta["n_features"]), meta["fingerprints"])
+    pipeline = FeaturePipeline(
+        specs,
+        n_channels,
+        dims=meta.dims,  # type: ignore[arg-type]
+        spacing=meta.spacing,
+    )
+    pipeline.check_against(meta.n_features, meta.fingerprints)
     return pipeline
 
 
-def _predict_tile_into(
-    writer: ResultWriter,
-    source: ImageSource,
-    tile: tuple[int, int, int, int],
-    pipeline: FeaturePipeline,
-    norm: Normalization,
-    model: LoadedModel,
-    classes: np.ndarray,
-    threads: int,
-    *,
-    with_probabilities: bool,
-) -> np.ndarray:
-    """Predict one tile and hand it to the writer; return the per-class pixel counts.
+# ----------------------------------------------------------------------------- tiles
+def _tile_bytes(pipeline: FeaturePipeline, tile: tuple[int, int, int]) -> int:
+    """Rough peak memory of one task computing ``tile`` (features dominate)."""
+    tz, ty, tx = tile
+    hz, hy, hx = pipeline.halo
+    f, f2 = pipeline.n_features, pipeline.n_per_view
+    out = tz * ty * tx * f * 4
+    plane = (ty + 2 * hy) * (tx + 2 * hx) * f2 * 4 * 3
+    raw = pipeline.n_channels * (tz + 2 * hz) * (ty + 2 * hy) * (tx + 2 * hx) * 4 * 2
+    if pipeline.dims == "3d":
+        plane = (tz + 2 * hz) * (ty + 2 * hy) * (tx + 2 * hx) * f * 4 * 3
+    elif pipeline.dims == "views":
+        r = pipeline.factor
+        plane += (tz + 2 * hz) * r * max(ty + 2 * hy, tx + 2 * hx) * f2 * 4 * 3
+        out *= 2  # one view's temporary next to the output
+    return out + plane + raw
 
-    A function of its own so the tile's feature matrix is freed before the next tile's
-    is built (peak memory = one tile, not two).
+
+def plan_tile_shape(
+    tiling: TilingConfig,
+    pipeline: FeaturePipeline,
+    shape_zyx: tuple[int, int, int],
+    workers: int,
+) -> tuple[int, int, int]:
+    """Tile edges ``(z, y, x)``: fixed ones from ``tiling.tile``, the rest from the
+    memory budget (``tiling.memory``, shared by ``workers`` tiles in flight) or the
+    defaults (``tile_size`` in Y/X; 1 plane for `planes` features, else 16)."""
+    fixed = tiling.tile
+    tz = fixed.z if fixed and fixed.z else None
+    ty = fixed.y if fixed and fixed.y else None
+    tx = fixed.x if fixed and fixed.x else None
+    if pipeline.dims == "planes":
+        tz = 1 if tz is None else tz
+    if tiling.memory is not None:
+        budget = int(tiling.memory) // max(1, workers)
+        edges = [e for e in (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)]
+        depths = [1] if tz is not None else [4, 8, 16, 32, 64]
+        best: tuple[int, tuple[int, int, int]] | None = None
+        for d in depths:
+            for e in edges:
+                cand = (tz or d, ty or e, tx or e)
+                if _tile_bytes(pipeline, cand) <= budget:
+                    vol = math.prod(cand)
+                    if best is None or vol > best[0]:
+                        best = (vol, cand)
+        if best is None:
+            need = _tile_bytes(pipeline, (tz or 4, ty or 64, tx or 64)) * max(1, workers)
+            raise ConfigError(
+                f"tiling.memory: {int(tiling.memory):,} bytes cannot hold even small "
+                f"tiles of {pipeline.n_features} features for {workers} worker(s) "
+                f"(about {need:,} bytes needed); raise the budget or lower tiling.threads"
+            )
+        tz, ty, tx = best[1]
+    tz = tz or _DEFAULT_DEPTH
+    ty = ty or tiling.tile_size
+    tx = tx or tiling.tile_size
+    return (min(tz, shape_zyx[0]), min(ty, shape_zyx[1]), min(tx, shape_zyx[2]))
+
+
+def _chunks(length: int, edge: int) -> tuple[int, ...]:
+    full, rest = divmod(length, edge)
+    return (edge,) * full + ((rest,) if rest else ())
+
+
+# ----------------------------------------------------------------------------- tasks
+_CACHE_LOCK = threading.Lock()
+_MODELS: dict[tuple[str, str, int], tuple[LoadedModel, FeaturePipeline]] = {}
+_IMAGES: dict[tuple[str, str | None, str | None], ImageSource] = {}
+
+
+def _cached_model(path: str, digest: str, n_channels: int) -> tuple[LoadedModel, FeaturePipeline]:
+    key = (path, digest, n_channels)
+    with _CACHE_LOCK:
+        if key not in _MODELS:
+            if file_sha256(Path(path)) != digest:
+                raise ModelBundleError(
+                    f"model '{path}' changed while predicting (its SHA-256 differs on "
+                    "this worker); do not overwrite a model during a prediction"
+                )
+            model = load_model(path, n_jobs=1)
+            meta = parse_meta(model.meta, path)
+            _MODELS[key] = (model, model_pipeline(model, meta, n_channels))
+        return _MODELS[key]
+
+
+def _cached_image(path: str, axes: str | None, spacing: str | None) -> ImageSource:
+    import json
+
+    key = (path, axes, spacing)
+    with _CACHE_LOCK:
+        if key not in _IMAGES:
+            _IMAGES[key] = open_image(
+                path, axes, spacing=json.loads(spacing) if spacing else None
+            )
+        return _IMAGES[key]
+
+
+class TilePredictor:
+    """Predicts one output tile; picklable, so it runs on any dask scheduler.
+
+    The model and the image are opened by path once per process (and checked against
+    the model file's digest); the statistics travel with the task.
     """
-    block = plan_block(tile, halo=pipeline.halo, alignment=pipeline.alignment)
-    feats = block_features(source, block, pipeline, norm)
-    proba = predict_tile(model.forest, feats, n_jobs=threads)
-    del feats
-    shape = (tile[1] - tile[0], tile[3] - tile[2])
-    idx = proba.argmax(axis=1)
-    writer.write(
-        tile,
-        classes[idx].reshape(shape),
-        proba.T.reshape(len(classes), *shape) if with_probabilities else None,
-    )
-    return np.bincount(idx, minlength=len(classes))
+
+    def __init__(
+        self,
+        *,
+        model_path: Path,
+        model_digest: str,
+        image_path: Path,
+        axes: str | None,
+        spacing: dict[str, float] | None,
+        n_channels: int,
+        stats: Statistics,
+        classes: list[int],
+        probabilities: bool,
+        threads: int,
+    ) -> None:
+        import json
+
+        self.model_path = str(model_path)
+        self.model_digest = model_digest
+        self.image_path = str(image_path)
+        self.axes = axes
+        self.spacing = json.dumps(spacing, sort_keys=True) if spacing else None
+        self.n_channels = n_channels
+        self.stats = stats
+        self.classes = np.asarray(classes)
+        self.probabilities = probabilities
+        self.threads = threads
+        self.on_tile: Callable[[], None] | None = None
+        self._local: tuple[ImageSource, LoadedModel, FeaturePipeline] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["on_tile"] = None
+        state["_local"] = None
+        return state
+
+    def use_local(
+        self, source: ImageSource, model: LoadedModel, pipeline: FeaturePipeline
+    ) -> None:
+        """Reuse objects this process already has open (the threaded scheduler)."""
+        self._local = (source, model, pipeline)
+
+    def _objects(self) -> tuple[ImageSource, LoadedModel, FeaturePipeline]:
+        if self._local is not None:
+            return self._local
+        model, pipeline = _cached_model(
+            self.model_path, self.model_digest, self.n_channels
+        )
+        return _cached_image(self.image_path, self.axes, self.spacing), model, pipeline
+
+    def __call__(self, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        """Compute the tile at ``block_info[None]['array-location']``."""
+        info = block_info[None]  # type: ignore[index]
+        loc = info["array-location"]
+        probs_layout = len(loc) == 5
+        t = loc[0][0]
+        spatial = (loc[2], loc[3], loc[4]) if probs_layout else (loc[1], loc[2], loc[3])
+        source, model, pipeline = self._objects()
+        block = plan_block(spatial, halo=pipeline.halo, alignment=pipeline.alignment)
+        feats = _features(
+            source.data,
+            source.path,
+            t,
+            block,
+            pipeline,
+            self.stats.normalization(t),
+        )
+        shape = block.tile_shape
+        proba = predict_tile(model.forest, feats, n_jobs=self.threads)
+        del feats
+        if self.on_tile is not None:
+            self.on_tile()
+        if probs_layout:
+            return np.ascontiguousarray(proba.T.reshape(1, len(self.classes), *shape))
+        labels = self.classes[proba.argmax(axis=1)]
+        return labels.reshape(1, *shape).astype(label_dtype(self.classes.tolist()))
+
+
+def _to_labels(probabilities: np.ndarray, classes: np.ndarray, dtype: Any) -> np.ndarray:
+    return classes[probabilities.argmax(axis=1)].astype(dtype)
+
+
+def _count(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(classes, labels.ravel())
+    return np.bincount(idx, minlength=len(classes)).reshape(1, 1, 1, 1, -1)
+
+
+# ----------------------------------------------------------------------------- schedulers
+@contextmanager
+def _scheduler(
+    name: str, cluster: ClusterConfig | None, workers: int
+) -> Iterator[dict[str, Any]]:
+    """The keyword arguments of ``dask.compute`` for the chosen scheduler."""
+    if name == "threads":
+        yield {"scheduler": "threads", "num_workers": workers}
+        return
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise ConfigError(
+            f"tiling.scheduler: {name} needs dask.distributed; install it with "
+            "`pip install 'convpaint[cluster]'`"
+        ) from err
+    if name == "slurm":
+        from convpaint.cluster import slurm_cluster
+
+        with slurm_cluster(cluster or ClusterConfig()) as slurm, Client(slurm) as client:
+            yield {"scheduler": client}
+        return
+    try:
+        client = Client(name, timeout="30s")
+    except OSError as err:
+        raise ConfigError(
+            f"tiling.scheduler: could not reach the dask scheduler at {name} ({err}); "
+            "check the address and that the scheduler is running"
+        ) from err
+    with client:
+        yield {"scheduler": client}
+
+
+# ----------------------------------------------------------------------------- one image
+def _out_axes(axes: str) -> str:
+    """Output axes: the input's non-channel axes, in the order T, Z, Y, X."""
+    return "".join(a for a in "TZYX" if a in axes)
 
 
 def predict_image(
@@ -132,50 +402,91 @@ def predict_image(
     path: Path,
     paths: OutputPaths,
     *,
-    axes: str,
-    fmt: Literal["tif", "zarr"],
+    axes: str | None,
+    fmt: str,
     tiling: TilingConfig,
     threads: int,
+    spacing: dict[str, float] | None = None,
+    levels: int = 1,
+    cluster: ClusterConfig | None = None,
 ) -> PredictResult:
+    """Predict one image or stack into ``paths`` (labels, optionally probabilities).
+
+    Raises
+    ------
+    DataError, ModelBundleError, ConfigError
+    """
     t0 = time.perf_counter()
-    meta = model.meta
-    classes = np.asarray(meta["classes"])
-    with open_image(path, axes) as source:
-        pipeline = model_pipeline(model, source.n_channels, path)
-        norm_cfg = meta["normalization"]
-        if norm_cfg["mode"] == "image":
-            norm = Normalization(
-                *image_statistics(source, joint=norm_cfg["joint_channels"])
+    meta = parse_meta(model.meta, model.path)
+    classes = [int(c) for c in meta.classes]
+    with open_image(path, axes, spacing=spacing) as source:
+        require_model_channels(source.n_channels, meta, path, model.path)
+        _require_geometry(source, meta, model.path)
+        pipeline = model_pipeline(model, meta, source.n_channels)
+        norm_cfg = meta.normalization
+        if norm_cfg.mode == "training":
+            stats = Statistics(
+                np.asarray(norm_cfg.training.mean), np.asarray(norm_cfg.training.std), 0
             )
         else:
-            norm = Normalization(
-                norm_cfg["training"]["mean"], norm_cfg["training"]["std"]
+            stats = image_statistics(
+                source,
+                joint=norm_cfg.joint_channels,
+                per_plane=norm_cfg.mode == "plane",
             )
-        tiles = list(iter_tiles(source.shape_yx, tiling.tile_size))
+        n_t, n_z, n_y, n_x = source.shape_tzyx
+        # the workers: enough tasks in flight for every thread; the rest inside tasks
+        tile0 = plan_tile_shape(tiling, pipeline, (n_z, n_y, n_x), threads)
+        n_tasks = n_t * math.prod(
+            math.ceil(n / e) for n, e in zip((n_z, n_y, n_x), tile0, strict=True)
+        )
+        workers = max(1, min(threads, n_tasks))
+        inner = max(1, threads // workers)
+        tile = plan_tile_shape(tiling, pipeline, (n_z, n_y, n_x), workers)
+        chunks = ((1,) * n_t, *(_chunks(n, e) for n, e in zip((n_z, n_y, n_x), tile, strict=True)))
+        logger.info(
+            "%s: %s voxels in %s tiles of %s, %d worker(s) x %d thread(s), halo %s",
+            path.name,
+            f"{n_t * n_z * n_y * n_x:,}",
+            n_tasks,
+            tile,
+            workers,
+            inner,
+            pipeline.halo,
+        )
+        with_probs = paths.probabilities is not None
+        predictor = TilePredictor(
+            model_path=model.path,
+            model_digest=file_sha256(model.path),
+            image_path=path,
+            axes=axes,
+            spacing=spacing,
+            n_channels=source.n_channels,
+            stats=stats,
+            classes=classes,
+            probabilities=with_probs,
+            threads=inner,
+        )
+        local = tiling.scheduler == "threads"
+        if local:
+            predictor.use_local(source, model, pipeline)
         writer = ResultWriter(
             paths,
-            shape_yx=source.shape_yx,
-            classes=classes.tolist(),
+            shape_tzyx=source.shape_tzyx,
+            out_axes=_out_axes(source.axes),
+            classes=classes,
             fmt=fmt,
-            chunk=min(tiling.tile_size, 1024),
+            chunks_tzyx=(1, *tile),
+            spacing=source.spacing or meta.spacing,
+            unit=source.unit,
             attrs={"convpaint_model": str(model.path), "source": str(path)},
+            levels=levels,
         )
-        counts = np.zeros(len(classes), dtype=np.int64)
         try:
-            with progress.bar(len(tiles), path.name, "tile") as pbar:
-                for tile in tiles:
-                    counts += _predict_tile_into(
-                        writer,
-                        source,
-                        tile,
-                        pipeline,
-                        norm,
-                        model,
-                        classes,
-                        threads,
-                        with_probabilities=paths.probabilities is not None,
-                    )
-                    pbar.update(1)
+            counts = _run_graph(
+                predictor, writer, chunks, classes, with_probs, tiling, cluster,
+                workers, inner, n_tasks, path.name, local,
+            )
             outputs = writer.finish()
         except BaseException:
             writer.abort()
@@ -189,3 +500,67 @@ def predict_image(
             int(c): float(n) / total for c, n in zip(classes, counts, strict=True)
         },
     )
+
+
+def _run_graph(
+    predictor: TilePredictor,
+    writer: ResultWriter,
+    chunks: tuple[tuple[int, ...], ...],
+    classes: list[int],
+    with_probs: bool,
+    tiling: TilingConfig,
+    cluster: ClusterConfig | None,
+    workers: int,
+    inner: int,
+    n_tasks: int,
+    name: str,
+    local: bool,
+) -> np.ndarray:
+    """Build the tile graph, store it chunk by chunk, return the per-class counts."""
+    import dask
+    import dask.array as da
+
+    cls = np.asarray(classes)
+    dtype = label_dtype(classes)
+    if with_probs:
+        probs = da.map_blocks(
+            predictor,
+            chunks=(chunks[0], (len(classes),), *chunks[1:]),
+            dtype=np.float32,
+            meta=np.empty((0,) * 5, dtype=np.float32),
+            name=f"convpaint-proba-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
+        )
+        labels = probs.map_blocks(
+            _to_labels, cls, dtype, drop_axis=1, dtype=dtype,
+            meta=np.empty((0,) * 4, dtype=dtype),
+        )
+        sources, targets = [labels, probs], [writer.labels_target, writer.probabilities_target]
+    else:
+        labels = da.map_blocks(
+            predictor,
+            chunks=chunks,
+            dtype=dtype,
+            meta=np.empty((0,) * 4, dtype=dtype),
+            name=f"convpaint-labels-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
+        )
+        sources, targets = [labels], [writer.labels_target]
+    counts = labels.map_blocks(
+        _count, cls, new_axis=4, chunks=(1, 1, 1, 1, len(classes)), dtype=np.int64,
+        meta=np.empty((0,) * 5, dtype=np.int64),
+    ).sum(axis=(0, 1, 2, 3))
+    stored = da.store(sources, targets, lock=False, compute=False)
+    with progress.bar(n_tasks, name, "tile") as pbar:
+        if local:
+            lock = threading.Lock()
+
+            def tick() -> None:
+                with lock:
+                    pbar.update(1)
+
+            predictor.on_tile = tick
+        with (
+            _scheduler(tiling.scheduler, cluster, workers) as kwargs,
+            thread_budget(inner if local else max(1, inner)),
+        ):
+            _, result = dask.compute(stored, counts, **kwargs)
+    return np.asarray(result)

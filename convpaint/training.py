@@ -26,13 +26,14 @@ from convpaint.config import (
 from convpaint.engine import block_features
 from convpaint.errors import ConfigError, DataError, OutputExistsError
 from convpaint.features.pipeline import FeaturePipeline, Normalization
-from convpaint.io.readers import (
-    ImageSource,
-    open_image,
-    read_labels,
-)
+from convpaint.io.readers import ImageSource, open_image, open_labels
 from convpaint.model_io import save_model
-from convpaint.normalization import image_statistics, joint_channels, pool_statistics
+from convpaint.normalization import (
+    Statistics,
+    image_statistics,
+    joint_channels,
+    pool_statistics,
+)
 from convpaint.pairing import pair_training_files
 from convpaint.runtime import available_cpus, file_sha256, thread_budget, versions
 from convpaint.tiling import iter_tiles, plan_block
@@ -40,8 +41,10 @@ from convpaint.tiling import iter_tiles, plan_block
 logger = logging.getLogger(__name__)
 
 
-#: Tile edge used to find annotated regions during training.
+#: Tile edge (Y, X) used to find annotated regions during training.
 _TRAIN_TILE = 256
+#: Planes per training window for features with context along Z (views, 3d).
+_TRAIN_DEPTH = 32
 
 
 @dataclass
@@ -57,13 +60,13 @@ class TrainResult:
     cv_miou: float | None = None
 
 
-def explicit_features(config: Config) -> Config:
+def explicit_features(config: Config, *, colour: bool) -> Config:
     """The config with `features.extractors: auto` replaced by the measured default
-    for the training axes (what the model stores and `check` shows)."""
-    if config.train is None or config.features.extractors != "auto":
+    for the training images (what the model stores and `check` shows)."""
+    if config.features.extractors != "auto":
         return config
     config = config.model_copy(deep=True)
-    config.features.extractors = config.features.resolved(config.train.axes)
+    config.features.extractors = config.features.resolved(colour)
     return config
 
 
@@ -76,29 +79,83 @@ def _resolve_seed(config: Config) -> tuple[Config, int]:
     return config, seed
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(1))
-    cols = np.flatnonzero(mask.any(0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+@dataclass
+class TrainingPair:
+    """One opened training image with its lazy annotations.
+
+    ``planes`` lists the ``(t, z)`` planes that hold annotated pixels; only those
+    are ever read in full.
+    """
+
+    source: ImageSource
+    labels: Any
+    """Lazy ``(T, Z, Y, X)`` label array."""
+    annotations: Path
+    planes: list[tuple[int, int]]
+    stats: Statistics | None = None
+
+
+def _annotated_planes(labels: Any, path: Path) -> list[tuple[int, int]]:
+    """The ``(t, z)`` planes with labelled voxels, checking the values on the way
+    (one pass over the label file, plane by plane, never all of it in memory)."""
+    import dask.array as da
+
+    lab = labels.rechunk((1, 1, *labels.shape[2:]))
+    checks = [(lab > 0).any(axis=(2, 3)), lab.min()]
+    if np.issubdtype(lab.dtype, np.floating):
+        checks.append((~da.isfinite(lab) | (lab != da.round(lab))).any())
+    try:
+        results = da.compute(*checks, scheduler="threads")
+    except Exception as err:
+        raise DataError(
+            f"could not read annotations '{path}' ({type(err).__name__}: {err}); the "
+            "file may be corrupt or truncated"
+        ) from err
+    if len(results) == 3 and bool(results[2]):
+        raise DataError(
+            f"annotations '{path}' hold non-integer values (dtype {lab.dtype}); save "
+            "them as an integer label image (0 = unlabelled, 1..K = classes)"
+        )
+    if results[1] < 0:
+        raise DataError(
+            f"annotations '{path}' contain negative values (min {results[1]}); use 0 "
+            "for unlabelled and positive values for classes"
+        )
+    flags = np.asarray(results[0])
+    return [(int(t), int(z)) for t, z in zip(*np.nonzero(flags), strict=True)]
 
 
 def open_training_pair(
-    img_path: Path, ann_path: Path, axes: str, first: tuple[Path, int] | None
-) -> tuple[ImageSource, np.ndarray]:
-    """Open a training image lazily and read its annotations, checking both.
+    img_path: Path,
+    ann_path: Path,
+    *,
+    axes: str | None,
+    spacing: dict[str, float] | None,
+    first: ImageSource | None,
+) -> TrainingPair:
+    """Open a training image lazily and its annotations, checking both.
 
-    ``first`` is the first training image and its channel count, which every other
-    image must share. The caller closes the returned source.
+    ``first`` is the first training image, whose channels (and kind: 2-D or stack)
+    every other image must share. The caller closes the returned source.
     """
-    source = open_image(img_path, axes)
+    source = open_image(img_path, axes, spacing=spacing)
     try:
-        if first is not None and source.n_channels != first[1]:
+        if first is not None and source.n_channels != first.n_channels:
             raise DataError(
                 f"training image '{img_path}' has {source.n_channels} channels but "
-                f"'{first[0]}' has {first[1]}; all training images need the same channels"
+                f"'{first.path}' has {first.n_channels}; all training images need the "
+                "same channels"
             )
-        labels = read_labels(ann_path, shape_yx=source.shape_yx, image=img_path)
-        if not labels.any():
+        if first is not None and source.is_stack != first.is_stack:
+            kinds = {True: "a Z stack", False: "2-D"}
+            raise DataError(
+                f"training image '{img_path}' is {kinds[source.is_stack]} (axes "
+                f"{source.axes}) but '{first.path}' is {kinds[first.is_stack]} (axes "
+                f"{first.axes}); train 2-D images and stacks in separate models"
+            )
+        labels = open_labels(ann_path, image=source)
+        planes = _annotated_planes(labels, ann_path)
+        if not planes:
             raise DataError(
                 f"annotations '{ann_path}' contain no labelled pixel (all 0); draw "
                 "scribbles or remove this pair from the training set"
@@ -106,82 +163,136 @@ def open_training_pair(
     except BaseException:
         source.close()
         raise
-    return source, labels
+    return TrainingPair(source, labels, ann_path, planes)
 
 
-def _collect(pairs: list[tuple[Path, Path]], axes: str) -> dict[str, Any]:
-    """Open every pair, check it, compute statistics; return what sampling needs."""
-    items: list[dict[str, Any]] = []
-    first: tuple[Path, int] | None = None
+def _collect(
+    pairs: list[tuple[Path, Path]],
+    *,
+    axes: str | None,
+    spacing: dict[str, float] | None,
+    per_plane: bool,
+) -> list[TrainingPair]:
+    """Open every pair, check it, compute its statistics."""
+    items: list[TrainingPair] = []
     try:
         for img_path, ann_path in pairs:
-            source, labels = open_training_pair(img_path, ann_path, axes, first)
-            items.append(
-                {
-                    "source": source,
-                    "labels": labels,
-                    "ann": ann_path,
-                    "pixels": source.shape_yx[0] * source.shape_yx[1],
-                }
+            item = open_training_pair(
+                img_path,
+                ann_path,
+                axes=axes,
+                spacing=spacing,
+                first=items[0].source if items else None,
             )
-            first = first or (img_path, source.n_channels)
-            items[-1]["mean"], items[-1]["std"] = image_statistics(
-                source, joint=joint_channels(axes)
+            items.append(item)
+            item.stats = image_statistics(
+                item.source,
+                joint=joint_channels(item.source),
+                per_plane=per_plane,
             )
     except BaseException:
         for it in items:
-            it["source"].close()
+            it.source.close()
         raise
-    pooled = pool_statistics([(i["mean"], i["std"], i["pixels"]) for i in items])
-    return {"items": items, "n_channels": first[1] if first else None, "pooled": pooled}
+    return items
 
 
-def _annotated_crops(labels: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes of the annotations inside each training tile that has any."""
+def _bbox(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """``(start, stop)`` per axis of the True voxels of ``mask``."""
+    out = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        out.append((int(hits[0]), int(hits[-1]) + 1))
+    return tuple(out)
+
+
+def _crops(
+    labels: np.ndarray, z0: int, tile: tuple[int, int, int]
+) -> list[tuple[tuple[int, int], ...]]:
+    """Bounding boxes (global ``(z, y, x)`` spans) of the annotations inside each
+    ``tile``-sized piece of a ``(Z, Y, X)`` label window starting at plane ``z0``."""
     crops = []
-    for ty0, ty1, tx0, tx1 in iter_tiles(labels.shape, _TRAIN_TILE):
-        sub = labels[ty0:ty1, tx0:tx1] > 0
+    for piece in iter_tiles(labels.shape, tile):
+        sub = labels[tuple(slice(a, b) for a, b in piece)] > 0
         if sub.any():
-            by0, by1, bx0, bx1 = _bbox(sub)
-            crops.append((ty0 + by0, ty0 + by1, tx0 + bx0, tx0 + bx1))
+            box = _bbox(sub)
+            crops.append(
+                tuple(
+                    (p0 + b0 + off, p0 + b1 + off)
+                    for (p0, _), (b0, b1), off in zip(piece, box, (z0, 0, 0), strict=True)
+                )
+            )
     return crops
 
 
+def _windows(planes: list[tuple[int, int]], depth: int) -> list[tuple[int, int, int]]:
+    """Group annotated ``(t, z)`` planes into ``(t, z0, z1)`` windows of at most
+    ``depth`` planes, aligned to multiples of ``depth``."""
+    out: dict[tuple[int, int], None] = {}
+    for t, z in planes:
+        out[(t, z // depth)] = None
+    return [(t, k * depth, (k + 1) * depth) for t, k in out]
+
+
 def _sample_features(
-    items: list[dict[str, Any]],
+    items: list[TrainingPair],
     pipeline: FeaturePipeline,
     features: FeatureConfig,
     pooled: tuple[list[float], list[float]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features of every annotated pixel, computed only in crops around the scribbles."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Features of every annotated voxel, computed only in crops around the scribbles.
+
+    Annotated planes are read in windows of :data:`_TRAIN_DEPTH` planes (one plane for
+    `planes` features); in each window, every ``_TRAIN_DEPTH x 256 x 256`` piece with
+    annotations is one crop: its annotations' bounding box, computed with the
+    pipeline's halo in every axis.
+    """
     from convpaint.report import label_strokes
 
+    depth = 1 if pipeline.dims == "planes" else _TRAIN_DEPTH
+    tile = (depth, _TRAIN_TILE, _TRAIN_TILE)
     xs, ys, groups = [], [], []
+    per_file: list[int] = []
     group_offset = 0
-    crops = [_annotated_crops(it["labels"]) for it in items]
+    windows = [_windows(it.planes, depth) for it in items]
     with progress.bar(
-        sum(map(len, crops)), "features of annotated regions", "crop"
+        sum(map(len, windows)), "features of annotated regions", "window"
     ) as pbar:
-        for it, item_crops in zip(items, crops, strict=True):
-            labels = it["labels"]
-            strokes = label_strokes(labels)
-            if features.normalize == "image":
-                norm = Normalization(it["mean"], it["std"])
-            else:
-                norm = Normalization(*pooled)
-            for crop in item_crops:
-                window = (slice(crop[0], crop[1]), slice(crop[2], crop[3]))
-                lab = labels[window]
-                mask = lab > 0
-                block = plan_block(
-                    crop, halo=pipeline.halo, alignment=pipeline.alignment
-                )
-                xs.append(block_features(it["source"], block, pipeline, norm, mask))
-                ys.append(lab[mask])
-                groups.append(strokes[window][mask] + group_offset)
+        for it, item_windows in zip(items, windows, strict=True):
+            per_file.append(0)
+            n_z = it.source.shape_tzyx[1]
+            for t, z0, z1 in item_windows:
+                z1 = min(z1, n_z)
+                lab = np.asarray(it.labels[t, z0:z1].compute(scheduler="threads"))
+                # strokes are drawn on planes: number them plane by plane
+                strokes = np.zeros(lab.shape, dtype=np.int64)
+                for k in range(lab.shape[0]):
+                    s = label_strokes(lab[k])
+                    strokes[k] = np.where(s > 0, s + group_offset, 0)
+                    group_offset += int(s.max()) + 1
+                if features.normalize == "training":
+                    norm = Normalization(*pooled)
+                else:
+                    norm = it.stats.normalization(t)  # type: ignore[union-attr]
+                for crop in _crops(lab, z0, tile):
+                    local = tuple(
+                        slice(a - off, b - off)
+                        for (a, b), off in zip(crop, (z0, 0, 0), strict=True)
+                    )
+                    window_lab = lab[local]
+                    mask = window_lab > 0
+                    block = plan_block(
+                        crop, halo=pipeline.halo, alignment=pipeline.alignment
+                    )
+                    xs.append(
+                        block_features(it.source, t, block, pipeline, norm, mask)
+                    )
+                    ys.append(window_lab[mask])
+                    per_file[-1] += int(mask.sum())
+                    groups.append(strokes[local][mask])
                 pbar.update(1)
-            group_offset += int(strokes.max()) + 1
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups)
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(groups), per_file
 
 
 def train(config: Config, *, overwrite: bool = False) -> TrainResult:
@@ -207,22 +318,37 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
             f"model '{model_path}' exists; pass --overwrite to replace it or change train.model"
         )
     config, seed = _resolve_seed(config)
-    config = explicit_features(config)
     threads = config.tiling.threads or available_cpus()
     n_jobs = config.classifier.n_jobs or threads
     t0 = time.perf_counter()
     pairs = pair_training_files(train_cfg)
     logger.info("training on %d image/annotation pair(s)", len(pairs))
+    spacing = train_cfg.spacing.as_dict() if train_cfg.spacing else None
     with thread_budget(threads):
-        gathered = _collect(pairs, train_cfg.axes)
-    items = gathered["items"]
+        items = _collect(
+            pairs,
+            axes=train_cfg.axes,
+            spacing=spacing,
+            per_plane=config.features.normalize == "plane",
+        )
     try:
-        pipeline = FeaturePipeline(config.features.extractors, gathered["n_channels"])
-        logger.info("%d features, halo %d px", pipeline.n_features, pipeline.halo)
+        first = items[0].source
+        config = explicit_features(config, colour=first.is_colour)
+        dims = config.features.resolved_dims(first.is_stack)
+        pooled = pool_statistics([it.stats for it in items])  # type: ignore[misc]
+        pipeline = FeaturePipeline(
+            config.features.extractors,
+            first.n_channels,
+            dims=dims,  # type: ignore[arg-type]
+            spacing=first.spacing if dims != "planes" else None,
+        )
+        logger.info(
+            "%d features (%s), halo %s", pipeline.n_features, dims, pipeline.halo
+        )
         with thread_budget(threads):
             fingerprints = pipeline.fingerprints()
-            X, y, groups = _sample_features(
-                items, pipeline, config.features, gathered["pooled"]
+            X, y, groups, per_file = _sample_features(
+                items, pipeline, config.features, pooled
             )
             check_training_labels(y, where=f"train.annotations ({len(pairs)} file(s))")
             keep = cap_per_class(y, config.classifier.max_samples_per_class, seed=seed)
@@ -242,7 +368,7 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
                 )
     finally:
         for it in items:
-            it["source"].close()
+            it.source.close()
     classes, counts = np.unique(y, return_counts=True)
     samples = {int(c): int(n) for c, n in zip(classes, counts, strict=True)}
     meta = {
@@ -251,17 +377,18 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
         "config": config.model_dump(mode="json"),
         "extractors": [s.model_dump(mode="json") for s in config.features.extractors],
         "fingerprints": fingerprints,
-        "axes": train_cfg.axes,
+        "axes": first.axes,
         "n_channels": pipeline.n_channels,
         "classes": [int(c) for c in forest.classes_],
         "n_features": pipeline.n_features,
         "feature_names": pipeline.feature_names(),
-        "halo": pipeline.halo,
-        "alignment": pipeline.alignment,
+        "halo": pipeline.halo_2d if dims != "3d" else max(pipeline.halo),
+        "alignment": pipeline.alignment[-1],
+        "geometry": pipeline.describe(),
         "normalization": {
             "mode": config.features.normalize,
-            "joint_channels": joint_channels(train_cfg.axes),
-            "training": {"mean": gathered["pooled"][0], "std": gathered["pooled"][1]},
+            "joint_channels": joint_channels(first),
+            "training": {"mean": pooled[0], "std": pooled[1]},
         },
         "training": {
             "seed": seed,
@@ -273,9 +400,10 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
                     "image_sha256": file_sha256(img),
                     "annotations": str(ann),
                     "annotations_sha256": file_sha256(ann),
-                    "labelled_pixels": int((it["labels"] > 0).sum()),
+                    "labelled_pixels": n,
+                    "annotated_planes": len(it.planes),
                 }
-                for (img, ann), it in zip(pairs, items, strict=True)
+                for (img, ann), it, n in zip(pairs, items, per_file, strict=True)
             ],
         },
     }

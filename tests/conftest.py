@@ -56,55 +56,72 @@ def em_crop(bench: Path, tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def feature_pipeline(specs: list[dict], n_channels: int = 1) -> object:
+def feature_pipeline(
+    specs: list[dict], n_channels: int = 1, *, dims: str = "planes", spacing=None
+) -> object:
     """A FeaturePipeline built from extractor specs as written in a config."""
     from convpaint.config import parse_config
     from convpaint.features import FeaturePipeline
 
     return FeaturePipeline(
-        parse_config({"features": specs}).features.extractors, n_channels
+        parse_config({"features": specs}).features.extractors,
+        n_channels,
+        dims=dims,
+        spacing=spacing,
     )
 
 
-def tiled_features(image: np.ndarray, pipe: object, tile: int) -> np.ndarray:
-    """Features of a (C, Y, X) image assembled tile by tile, as prediction does."""
+def _as_stack(image: np.ndarray) -> np.ndarray:
+    """(C, Y, X) -> (C, 1, Y, X); (C, Z, Y, X) unchanged."""
+    return image[:, None] if image.ndim == 3 else image
+
+
+def tiled_features(image: np.ndarray, pipe: object, tile: int | tuple) -> np.ndarray:
+    """Features of a (C, Y, X) or (C, Z, Y, X) image assembled tile by tile, as
+    prediction does: (Y, X, F) or (Z, Y, X, F)."""
     from convpaint.tiling import iter_tiles, plan_block, read_block
 
-    _, h, w = image.shape
-    out = np.zeros((h, w, pipe.n_features), np.float32)  # type: ignore[attr-defined]
-    for t in iter_tiles((h, w), tile):
+    stack = _as_stack(image)
+    spatial = stack.shape[1:]
+    edges = (1, tile, tile) if isinstance(tile, int) else tuple(tile)
+    if len(edges) == 2:
+        edges = (1, *edges)
+    out = np.zeros((*spatial, pipe.n_features), np.float32)  # type: ignore[attr-defined]
+    for t in iter_tiles(spatial, edges):
         block = plan_block(t, halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
-        feats = pipe.compute(read_block(image, block), block.trim)  # type: ignore[attr-defined]
-        out[t[0] : t[1], t[2] : t[3]] = feats.reshape(t[1] - t[0], t[3] - t[2], -1)
-    return out
+        feats = pipe.compute(read_block(stack, block), block.trim)  # type: ignore[attr-defined]
+        out[block.tile_slices] = feats.reshape(*block.tile_shape, -1)
+    return out[0] if image.ndim == 3 else out
 
 
-def assert_halo_suffices(
-    pipe: object, image: np.ndarray, tile: tuple[int, int, int, int]
-) -> None:
-    """A tile computed from its extended block equals the same pixels of a whole-image
-    block, and pixels outside the extended block do not matter at all."""
+def assert_halo_suffices(pipe: object, image: np.ndarray, tile: tuple) -> None:
+    """A tile computed from its extended block equals the same voxels of a whole-image
+    block, and voxels outside the extended block do not matter at all.
+
+    ``tile`` is ``(y0, y1, x0, x1)`` for a (C, Y, X) image, or ``(z, y, x)`` spans."""
     from convpaint.tiling import plan_block, read_block
 
-    block = plan_block(tile, halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
-    size_y, size_x = image.shape[1:]
-    big = plan_block((0, size_y, 0, size_x), halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
-    trim = (
-        slice(tile[0] - big.extended[0], tile[1] - big.extended[0]),
-        slice(tile[2] - big.extended[2], tile[3] - big.extended[2]),
+    stack = _as_stack(image)
+    if len(tile) == 4 and isinstance(tile[0], int):
+        tile = ((0, 1), (tile[0], tile[1]), (tile[2], tile[3]))
+    kw = {"halo": pipe.halo, "alignment": pipe.alignment}  # type: ignore[attr-defined]
+    block = plan_block(tile, **kw)
+    big = plan_block(tuple((0, n) for n in stack.shape[1:]), **kw)
+    trim = tuple(
+        slice(t0 - b0, t1 - b0)
+        for (t0, t1), (b0, _) in zip(tile, big.extended, strict=True)
     )
-    ref = pipe.compute(read_block(image, big), trim)  # type: ignore[attr-defined]
+    ref = pipe.compute(read_block(stack, big), trim)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(
-        pipe.compute(read_block(image, block), block.trim), ref
-    )  # type: ignore[attr-defined]
-    ey0, ey1, ex0, ex1 = block.extended
-    changed = image.copy()
+        pipe.compute(read_block(stack, block), block.trim), ref  # type: ignore[attr-defined]
+    )
+    changed = stack.copy()
     mask = np.ones(changed.shape[1:], bool)
-    mask[max(ey0, 0) : ey1, max(ex0, 0) : ex1] = False
+    mask[tuple(slice(max(e0, 0), e1) for e0, e1 in block.extended)] = False
     changed[:, mask] = 100.0
     np.testing.assert_array_equal(
-        pipe.compute(read_block(changed, block), block.trim), ref
-    )  # type: ignore[attr-defined]
+        pipe.compute(read_block(changed, block), block.trim), ref  # type: ignore[attr-defined]
+    )
 
 
 def write_config(path: Path, text: str) -> Path:

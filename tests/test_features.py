@@ -66,11 +66,10 @@ def test_halo_covers_dependencies(case: str) -> None:
     """Changing pixels beyond the halo never changes a tile's features."""
     rng = np.random.default_rng(1)
     pipe = _pipeline(EXTRACTOR_CASES[case])
-    size = 2 * pipe.halo + 3 * pipe.alignment + 40
+    halo = pipe.halo_2d
+    size = 2 * halo + 3 * pipe.alignment_2d + 40
     image = rng.normal(size=(1, size, size)).astype(np.float32)
-    assert_halo_suffices(
-        pipe, image, (pipe.halo + 20, pipe.halo + 40, pipe.halo + 20, pipe.halo + 40)
-    )
+    assert_halo_suffices(pipe, image, (halo + 20, halo + 40, halo + 20, halo + 40))
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 8])

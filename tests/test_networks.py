@@ -90,10 +90,10 @@ def test_halo_covers_dependencies(case: str, monkeypatch: pytest.MonkeyPatch) ->
     """A minimal halo block gives the same tile features as a much larger block."""
     _use_weights(monkeypatch, CASES[case][0]["name"])
     pipe = _pipeline(CASES[case])
-    size = 2 * pipe.halo + 3 * pipe.alignment + 40
+    size = 2 * pipe.halo_2d + 3 * pipe.alignment_2d + 40
     image = np.random.default_rng(1).normal(size=(1, size, size)).astype(np.float32)
     assert_halo_suffices(
-        pipe, image, (pipe.halo + 20, pipe.halo + 40, pipe.halo + 21, pipe.halo + 39)
+        pipe, image, (pipe.halo_2d + 20, pipe.halo_2d + 40, pipe.halo_2d + 21, pipe.halo_2d + 39)
     )
 
 
@@ -340,8 +340,10 @@ def test_extractors_in_config(monkeypatch: pytest.MonkeyPatch) -> None:
         == len(pipe.feature_names())
     )
     image = np.random.default_rng(4).normal(size=(2, 30, 34)).astype(np.float32)
-    block = plan_block((0, 30, 0, 34), halo=pipe.halo, alignment=pipe.alignment)
-    feats = pipe.compute(read_block(image, block), block.trim)
+    block = plan_block(
+        ((0, 1), (0, 30), (0, 34)), halo=pipe.halo, alignment=pipe.alignment
+    )
+    feats = pipe.compute(read_block(image[:, None], block), block.trim)
     assert feats.shape == (30 * 34, pipe.n_features) and np.isfinite(feats).all()
     with pytest.raises(ValueError, match="unknown EfficientNet-Lite0 layer"):
         parse_config({"features": [{"name": "efficientnet_lite0", "layers": ["head"]}]})

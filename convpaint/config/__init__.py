@@ -6,10 +6,12 @@ from .data import SUPPORTED_AXES, check_axes
 from .features import ExtractorParams, FeatureConfig, format_validation_errors
 from .io import dump_config, load_config, parse_config, resolve_paths
 from .run import CONFIG_VERSION, Config, EvaluateSection, PredictSection, TrainSection
-from .tiling import TilingConfig
+from .geometry import SpacingConfig
+from .tiling import ClusterConfig, TileShape, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
+    "ClusterConfig",
     "SUPPORTED_AXES",
     "Config",
     "EvaluateSection",
@@ -17,7 +19,9 @@ __all__ = [
     "FeatureConfig",
     "PredictSection",
     "RandomForestConfig",
+    "SpacingConfig",
     "StrictModel",
+    "TileShape",
     "TilingConfig",
     "TrainSection",
     "check_axes",

@@ -13,7 +13,11 @@ from pydantic import (
 
 from .base import StrictModel
 
+#: The measured default of `features.dims: auto` for Z stacks (benchmarks/accuracy.py).
+STACK_DEFAULT_DIMS = "views"
+
 __all__ = [
+    "STACK_DEFAULT_DIMS",
     "ExtractorParams",
     "FeatureConfig",
     "auto_extractors",
@@ -43,10 +47,10 @@ def format_validation_errors(err: ValidationError, prefix: str = "") -> list[str
     return lines
 
 
-def auto_extractors(axes: str) -> list[ExtractorParams]:
+def auto_extractors(colour: bool) -> list[ExtractorParams]:
     """The measured default features for images with these axes.
 
-    Colour images (``YXC``: RGB/RGBA such as H&E or photographs) get VGG16 conv1_1 and
+    Colour images (RGB/RGBA, channels last, such as H&E or photographs) get VGG16 conv1_1 and
     conv2_1 at scalings 1 and 2 (bundled weights) plus a light filter bank (sigma 1,
     3.5, 10); every other image (grayscale or channel-first microscopy) gets the full
     filter bank alone. Both measured best in `benchmarks/accuracy.py` (README).
@@ -54,7 +58,7 @@ def auto_extractors(axes: str) -> list[ExtractorParams]:
     from convpaint.features.registry import params_model
 
     filters = params_model("filters")
-    if axes == "YXC":
+    if colour:
         vgg = params_model("vgg16")(layers=["conv1_1", "conv2_1"], scalings=[1, 2])
         return [vgg, filters(sigmas=[1.0, 3.5, 10.0])]
     return [filters()]
@@ -82,15 +86,30 @@ class FeatureConfig(StrictModel):
     grayscale/multichannel microscopy, VGG16 (conv1_1, conv2_1) + a light filter bank
     for colour (YXC) images; the model stores the explicit list."""
 
-    normalize: Literal["image", "training"] = "image"
+    normalize: Literal["image", "plane", "training"] = "image"
     """Intensity statistics used at prediction: each image's own mean and standard
-    deviation ('image'), or those of the training images stored in the model
-    ('training', for batches whose brightness is comparable to the training data)."""
+    deviation over the whole image or stack ('image'), each Z plane's and time
+    frame's own ('plane'), or those of the training images stored in the model
+    ('training', for batches whose brightness is comparable to the training data).
+    Large stacks are measured on an evenly spread sample of planes."""
 
-    def resolved(self, axes: str) -> list[ExtractorParams]:
-        """The explicit extractors: the configured list, or the measured default."""
+    dims: Literal["auto", "planes", "views", "3d"] = "auto"
+    """How Z stacks are featurised: 'planes' (each plane on its own), 'views' (the
+    2-D features of the xy, xz and yz planes through each voxel, concatenated), '3d'
+    (true 3-D filters; the `filters` extractor only), or 'auto' (the measured default
+    for stacks, see README; 2-D images always use planes). Time frames never mix."""
+
+    def resolved_dims(self, is_stack: bool) -> str:
+        """The featurisation used for an image: `dims`, or the measured default."""
+        if not is_stack:
+            return "planes"
+        return STACK_DEFAULT_DIMS if self.dims == "auto" else self.dims
+
+    def resolved(self, colour: bool) -> list[ExtractorParams]:
+        """The explicit extractors: the configured list, or the measured default for
+        colour (RGB) or other images."""
         return (
-            auto_extractors(axes)
+            auto_extractors(colour)
             if self.extractors == "auto"
             else list(self.extractors)
         )

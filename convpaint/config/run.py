@@ -11,7 +11,8 @@ from .base import StrictModel
 from .classifier import RandomForestConfig
 from .data import check_axes
 from .features import FeatureConfig
-from .tiling import TilingConfig
+from .geometry import SpacingConfig
+from .tiling import ClusterConfig, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
@@ -49,8 +50,13 @@ class TrainSection(StrictModel):
     suffix), e.g. ``annotations/{stem}_scribbles.tif``, or files/globs that pair one
     to one with the sorted images. Label images: 0 = unlabelled, positive values = classes."""
 
-    axes: str = "YX"
-    """Axes order of the training images: YX, CYX, or YXC (RGB/RGBA)."""
+    axes: str | None = None
+    """Axes order of the training images, any order of T, C, Z, Y, X (e.g. YX, CYX,
+    YXC for RGB, ZYX, CZYX, TZYX). Empty: what the files declare (OME-TIFF, ImageJ,
+    OME-Zarr); plain 2-D files are taken as YX (or YXC when RGB)."""
+
+    spacing: SpacingConfig | None = None
+    """Voxel size, e.g. {z: 0.5, y: 0.1, x: 0.1}; default: the files' metadata."""
 
     model: Path = Path("model.cpm")
     """Where the trained model file is written."""
@@ -63,8 +69,8 @@ class TrainSection(StrictModel):
 
     @field_validator("axes")
     @classmethod
-    def _axes(cls, value: str) -> str:
-        return check_axes(value)
+    def _axes(cls, value: str | None) -> str | None:
+        return None if value is None else check_axes(value)
 
 
 class PredictSection(StrictModel):
@@ -87,13 +93,21 @@ class PredictSection(StrictModel):
     """Image files, folders or glob patterns (relative to the config file)."""
 
     axes: str | None = None
-    """Axes order of the inputs; defaults to the axes the model was trained with."""
+    """Axes order of the inputs; default: what each file declares, else the axes the
+    model was trained with."""
+
+    spacing: SpacingConfig | None = None
+    """Voxel size of the inputs; default: each file's metadata, else the model's."""
 
     output_dir: Path = Path("predictions")
     """Folder that receives the results."""
 
-    format: Literal["tif", "zarr"] = "tif"
-    """Output format: ImageJ-compatible compressed TIFF, or a zarr array."""
+    format: Literal["tif", "zarr", "ome-zarr"] = "tif"
+    """Output format: ImageJ-compatible compressed TIFF (BigTIFF over 4 GB), a zarr
+    array, or OME-Zarr (NGFF labels that napari and Fiji open)."""
+
+    levels: int = Field(default=1, ge=1, le=12)
+    """OME-Zarr only: resolution levels written (each halves Y and X)."""
 
     output_name: str = "{stem}_labels"
     """Output file name template without suffix; ``{stem}`` is the input name."""
@@ -177,7 +191,10 @@ class Config(StrictModel):
     """Random forest settings."""
 
     tiling: TilingConfig = Field(default_factory=TilingConfig)
-    """Tile size and threads."""
+    """Tile shape, threads and scheduler."""
+
+    cluster: ClusterConfig | None = None
+    """SLURM cluster settings for `tiling.scheduler: slurm` (needs dask-jobqueue)."""
 
     train: TrainSection | None = None
     """Training data and model path (needed by `convpaint train`)."""
