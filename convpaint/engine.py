@@ -149,7 +149,9 @@ def _require_geometry(source: ImageSource, meta: ModelMeta, model_path: Path) ->
             )
 
 
-def model_pipeline(model: LoadedModel, meta: ModelMeta, n_channels: int) -> FeaturePipeline:
+def model_pipeline(
+    model: LoadedModel, meta: ModelMeta, n_channels: int
+) -> FeaturePipeline:
     """The model's feature pipeline, rebuilt from the model file and checked."""
     try:
         specs = FeatureConfig.model_validate({"extractors": meta.extractors}).extractors
@@ -214,7 +216,9 @@ def plan_tile_shape(
                     if best is None or vol > best[0]:
                         best = (vol, cand)
         if best is None:
-            need = _tile_bytes(pipeline, (tz or 4, ty or 64, tx or 64)) * max(1, workers)
+            need = _tile_bytes(pipeline, (tz or 4, ty or 64, tx or 64)) * max(
+                1, workers
+            )
             raise ConfigError(
                 f"tiling.memory: {int(tiling.memory):,} bytes cannot hold even small "
                 f"tiles of {pipeline.n_features} features for {workers} worker(s) "
@@ -238,7 +242,9 @@ _MODELS: dict[tuple[str, str, int], tuple[LoadedModel, FeaturePipeline]] = {}
 _IMAGES: dict[tuple[str, str | None, str | None], ImageSource] = {}
 
 
-def _cached_model(path: str, digest: str, n_channels: int) -> tuple[LoadedModel, FeaturePipeline]:
+def _cached_model(
+    path: str, digest: str, n_channels: int
+) -> tuple[LoadedModel, FeaturePipeline]:
     key = (path, digest, n_channels)
     with _CACHE_LOCK:
         if key not in _MODELS:
@@ -349,7 +355,9 @@ class TilePredictor:
         return labels.reshape(1, *shape).astype(label_dtype(self.classes.tolist()))
 
 
-def _to_labels(probabilities: np.ndarray, classes: np.ndarray, dtype: Any) -> np.ndarray:
+def _to_labels(
+    probabilities: np.ndarray, classes: np.ndarray, dtype: Any
+) -> np.ndarray:
     return classes[probabilities.argmax(axis=1)].astype(dtype)
 
 
@@ -377,7 +385,10 @@ def _scheduler(
     if name == "slurm":
         from convpaint.cluster import slurm_cluster
 
-        with slurm_cluster(cluster or ClusterConfig()) as slurm, Client(slurm) as client:
+        with (
+            slurm_cluster(cluster or ClusterConfig()) as slurm,
+            Client(slurm) as client,
+        ):
             yield {"scheduler": client}
         return
     try:
@@ -443,7 +454,10 @@ def predict_image(
         workers = max(1, min(threads, n_tasks))
         inner = max(1, threads // workers)
         tile = plan_tile_shape(tiling, pipeline, (n_z, n_y, n_x), workers)
-        chunks = ((1,) * n_t, *(_chunks(n, e) for n, e in zip((n_z, n_y, n_x), tile, strict=True)))
+        chunks = (
+            (1,) * n_t,
+            *(_chunks(n, e) for n, e in zip((n_z, n_y, n_x), tile, strict=True)),
+        )
         logger.info(
             "%s: %s voxels in %s tiles of %s, %d worker(s) x %d thread(s), halo %s",
             path.name,
@@ -484,8 +498,18 @@ def predict_image(
         )
         try:
             counts = _run_graph(
-                predictor, writer, chunks, classes, with_probs, tiling, cluster,
-                workers, inner, n_tasks, path.name, local,
+                predictor,
+                writer,
+                chunks,
+                classes,
+                with_probs,
+                tiling,
+                cluster,
+                workers,
+                inner,
+                n_tasks,
+                path.name,
+                local,
             )
             outputs = writer.finish()
         except BaseException:
@@ -531,10 +555,17 @@ def _run_graph(
             name=f"convpaint-proba-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
         )
         labels = probs.map_blocks(
-            _to_labels, cls, dtype, drop_axis=1, dtype=dtype,
+            _to_labels,
+            cls,
+            dtype,
+            drop_axis=1,
+            dtype=dtype,
             meta=np.empty((0,) * 4, dtype=dtype),
         )
-        sources, targets = [labels, probs], [writer.labels_target, writer.probabilities_target]
+        sources, targets = (
+            [labels, probs],
+            [writer.labels_target, writer.probabilities_target],
+        )
     else:
         labels = da.map_blocks(
             predictor,
@@ -545,7 +576,11 @@ def _run_graph(
         )
         sources, targets = [labels], [writer.labels_target]
     counts = labels.map_blocks(
-        _count, cls, new_axis=4, chunks=(1, 1, 1, 1, len(classes)), dtype=np.int64,
+        _count,
+        cls,
+        new_axis=4,
+        chunks=(1, 1, 1, 1, len(classes)),
+        dtype=np.int64,
         meta=np.empty((0,) * 5, dtype=np.int64),
     ).sum(axis=(0, 1, 2, 3))
     stored = da.store(sources, targets, lock=False, compute=False)

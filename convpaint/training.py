@@ -220,7 +220,9 @@ def _crops(
             crops.append(
                 tuple(
                     (p0 + b0 + off, p0 + b1 + off)
-                    for (p0, _), (b0, b1), off in zip(piece, box, (z0, 0, 0), strict=True)
+                    for (p0, _), (b0, b1), off in zip(
+                        piece, box, (z0, 0, 0), strict=True
+                    )
                 )
             )
     return crops
@@ -285,9 +287,7 @@ def _sample_features(
                     block = plan_block(
                         crop, halo=pipeline.halo, alignment=pipeline.alignment
                     )
-                    xs.append(
-                        block_features(it.source, t, block, pipeline, norm, mask)
-                    )
+                    xs.append(block_features(it.source, t, block, pipeline, norm, mask))
                     ys.append(window_lab[mask])
                     per_file[-1] += int(mask.sum())
                     groups.append(strokes[local][mask])

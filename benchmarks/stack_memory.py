@@ -1,0 +1,264 @@
+"""Peak memory and throughput of `convpaint predict` on large Z stacks.
+
+Builds uint16 ZYX stacks of the requested sizes by mirror-tiling a real confocal
+volume (``plantseg_ovule_nuclei3d/images/1135_mini.tif`` from ``../shared/benchdata``),
+written plane by plane as a tiled BigTIFF and as a zarr array (never in memory whole),
+trains the default model on that volume's scribbles, then runs a fresh
+``convpaint predict`` process per stack and format, and prints the wall time,
+throughput (Mvoxel/s) and peak resident memory (the process's VmHWM) per size.
+
+    python benchmarks/stack_memory.py                     # 1, 4 and 16 GB
+    python benchmarks/stack_memory.py --sizes 0.25 1 --formats zarr
+
+Writes ``results/stack_memory.md`` and ``results/stack_memory.png``. The stacks are
+built in ``--workdir`` (default: a temporary folder; they need about 2.5x the largest
+size in disk space) and removed afterwards unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+HERE = Path(__file__).resolve().parent
+BENCH = HERE.parent.parent / "shared" / "benchdata"
+VOLUME = "plantseg_ovule_nuclei3d/images/1135_mini.tif"
+SCRIBBLES = "plantseg_ovule_nuclei3d/derived/1135_mini_scribbles.tif"
+EDGE = 2048  # Y and X of every stack; the size sets the number of planes
+
+
+def _mirror(vol: np.ndarray, z: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Plane ``z``, window ``[y0:y1, x0:x1]`` of the volume mirror-tiled to any size."""
+    from convpaint.tiling import symmetric_index
+
+    iz = symmetric_index(z, z + 1, vol.shape[0])[0]
+    iy = symmetric_index(y0, y1, vol.shape[1])
+    ix = symmetric_index(x0, x1, vol.shape[2])
+    return vol[iz][np.ix_(iy, ix)]
+
+
+def build_stacks(
+    vol: np.ndarray, planes: int, folder: Path, formats: list[str]
+) -> dict:
+    """Write a ``(planes, EDGE, EDGE)`` uint16 stack as tiled BigTIFF and/or zarr."""
+    import zarr
+
+    out = {}
+    scaled = (vol.astype(np.uint16) * 257).astype(np.uint16)
+    if "tif" in formats:
+        path = folder / f"stack_{planes}.tif"
+        pages = (_mirror(scaled, z, 0, EDGE, 0, EDGE) for z in range(planes))
+        tifffile.imwrite(
+            path,
+            pages,
+            shape=(planes, EDGE, EDGE),
+            dtype=np.uint16,
+            bigtiff=True,
+            tile=(256, 256),
+            compression="zlib",
+            metadata={"axes": "ZYX"},
+        )
+        out["tif"] = path
+    if "zarr" in formats:
+        path = folder / f"stack_{planes}.zarr"
+        arr = zarr.open_array(
+            str(path),
+            mode="w",
+            shape=(planes, EDGE, EDGE),
+            chunks=(16, 512, 512),
+            dtype=np.uint16,
+            zarr_format=2,
+        )
+        arr.attrs["axes"] = "ZYX"
+        for z0 in range(0, planes, 16):
+            z1 = min(planes, z0 + 16)
+            arr[z0:z1] = np.stack(
+                [_mirror(scaled, z, 0, EDGE, 0, EDGE) for z in range(z0, z1)]
+            )
+        out["zarr"] = path
+    return out
+
+
+def train_model(folder: Path) -> Path:
+    """The default model, trained on the real volume's scribbles (3 planes)."""
+    from convpaint import api
+    from convpaint.config import parse_config
+
+    vol = tifffile.imread(BENCH / VOLUME)
+    img = folder / "train.tif"
+    tifffile.imwrite(
+        img, (vol.astype(np.uint16) * 257), imagej=True, metadata={"axes": "ZYX"}
+    )
+    scr = folder / "train_scr.tif"
+    tifffile.imwrite(
+        scr, tifffile.imread(BENCH / SCRIBBLES), imagej=True, metadata={"axes": "ZYX"}
+    )
+    model = folder / "model.cpm"
+    api.train(
+        parse_config(
+            {
+                "classifier": {"seed": 0},
+                "train": {
+                    "images": [str(img)],
+                    "annotations": [str(scr)],
+                    "model": str(model),
+                    "report": False,
+                },
+            }
+        ),
+        overwrite=True,
+    )
+    return model
+
+
+def predict(model: Path, stack: Path, out: Path, threads: int) -> dict:
+    """Run one fresh `convpaint predict` process; return its time and peak RSS."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "convpaint",
+        "predict",
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--format",
+        "zarr",
+        "--overwrite",
+        "-q",
+        "--threads",
+        str(threads),
+        str(stack),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    status_path = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status_path.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+        time.sleep(0.5)
+    seconds = time.perf_counter() - t0
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"predict failed ({proc.returncode}): {err.decode()[-2000:]}"
+        )
+    return {"seconds": seconds, "peak_rss": peak}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes",
+        nargs="*",
+        type=float,
+        default=[1, 4, 16],
+        help="stack sizes in GB (uint16)",
+    )
+    parser.add_argument("--formats", nargs="*", default=["tif", "zarr"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--output", type=Path, default=HERE / "results" / "stack_memory.md"
+    )
+    args = parser.parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="convpaint-stacks-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        model = train_model(work)
+        vol = tifffile.imread(BENCH / VOLUME)
+        for gb in args.sizes:
+            planes = max(1, round(gb * 1e9 / (2 * EDGE * EDGE)))
+            t0 = time.perf_counter()
+            stacks = build_stacks(vol, planes, work, args.formats)
+            print(
+                f"built {planes} x {EDGE}^2 in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            for fmt, path in stacks.items():
+                res = predict(model, path, work / f"out_{planes}_{fmt}", args.threads)
+                voxels = planes * EDGE * EDGE
+                row = {
+                    "size_gb": voxels * 2 / 1e9,
+                    "format": fmt,
+                    "shape": f"{planes}x{EDGE}x{EDGE}",
+                    "seconds": res["seconds"],
+                    "mvox_s": voxels / 1e6 / res["seconds"],
+                    "peak_rss_mib": res["peak_rss"] / 2**20,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                shutil.rmtree(work / f"out_{planes}_{fmt}", ignore_errors=True)
+            for path in stacks.values():
+                if not args.keep:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"Default model (trained on {VOLUME}), `convpaint predict --format zarr "
+        f"--threads {args.threads}`, a fresh process per stack; uint16 ZYX stacks of "
+        f"{EDGE}x{EDGE} planes mirror-tiled from the real volume. Peak RSS = VmHWM.",
+        "",
+        "| stack | input | voxels | seconds | Mvoxel/s | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size_gb']:.2f} GB ({r['shape']}) | {r['format']} | "
+            f"{r['size_gb'] / 2 * 1e3:,.0f} M | {r['seconds']:.0f} | {r['mvox_s']:.2f} | "
+            f"{r['peak_rss_mib']:.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    _plot(rows, args.output.with_suffix(".png"))
+    return 0
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for fmt in sorted({r["format"] for r in rows}):
+        rs = sorted((r for r in rows if r["format"] == fmt), key=lambda r: r["size_gb"])
+        sizes = [r["size_gb"] for r in rs]
+        ax1.plot(sizes, [r["peak_rss_mib"] for r in rs], marker="o", label=fmt)
+        ax2.plot(sizes, [r["mvox_s"] for r in rs], marker="o", label=fmt)
+    for ax, label in ((ax1, "peak RSS (MiB)"), (ax2, "Mvoxel/s")):
+        ax.set_xscale("log")
+        ax.set_xlabel("stack size (GB)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
