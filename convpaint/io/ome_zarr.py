@@ -15,6 +15,7 @@ the result with ome-zarr-py's reader and the ome-zarr-models validators.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -151,7 +152,8 @@ def image_label_attrs(
     source : path-like, optional
         The image the labels were predicted from. Written as ``source.image`` (a
         path relative to the labels group, as NGFF wants) only when it is a zarr
-        group, since NGFF readers open that path as an OME-Zarr image.
+        group, since NGFF readers open that path as an OME-Zarr image; otherwise
+        the path stays in the group's ``source`` attribute only.
     final : path-like
         Where the labels group ends up (for the relative path).
 
@@ -168,10 +170,21 @@ def image_label_attrs(
         ],
         "properties": [{"label-value": int(c), "class": f"class {c}"} for c in classes],
     }
-    if source is not None and str(source).rstrip("/").lower().endswith(".zarr"):
+    if source is not None and _is_zarr_group(Path(source)):
         rel = os.path.relpath(Path(source).resolve(), Path(final).resolve())
         label["source"] = {"image": Path(rel).as_posix()}
     return {"image-label": label}
+
+
+def _is_zarr_group(path: Path) -> bool:
+    """Whether ``path`` is a zarr v2 or v3 group (not an array, not a TIFF)."""
+    if (path / ".zgroup").is_file():
+        return True
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "group"
 
 
 def omero_attrs(classes: list[int]) -> dict[str, Any]:
@@ -242,5 +255,6 @@ def build_levels(
             shape=tuple(int(s) for s in down.shape),
             chunks=tuple(int(c) for c in previous.chunks),
             dtype=src.dtype,
+            nested=True,
         )
         da.store(down.rechunk(target.chunks), target, lock=False)

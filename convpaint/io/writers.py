@@ -331,7 +331,11 @@ class ResultWriter:
             )
         group.attrs.update({**group_attrs, "classes": self.classes, **self.attrs})
         create_zarr_array(
-            Path(tmp) / "0", shape=stored_shape, chunks=stored_chunks, dtype=dtype
+            Path(tmp) / "0",
+            shape=stored_shape,
+            chunks=stored_chunks,
+            dtype=dtype,
+            nested=True,
         )
         if self.levels > 1:
             self._finishers.append(

@@ -37,8 +37,9 @@ def create_zarr_array(
     dtype: Any,
     attrs: dict[str, Any] | None = None,
     fast: bool = False,
+    nested: bool = False,
 ) -> Any:
-    """Create a zarr v2 array (``/`` chunk keys, as NGFF 0.4 requires) on disk.
+    """Create a zarr v2 array on disk.
 
     Parameters
     ----------
@@ -52,6 +53,10 @@ def create_zarr_array(
         Attributes (``.zattrs``).
     fast : bool
         Lighter compression, for temporary arrays.
+    nested : bool
+        ``/``-separated chunk keys (a folder per index), as NGFF 0.4 requires;
+        otherwise zarr v2's default flat ``.`` keys, which are much cheaper to
+        create and delete on network and overlay file systems.
 
     Returns
     -------
@@ -69,7 +74,7 @@ def create_zarr_array(
         dtype=dtype,
         fill_value=0,
         zarr_format=2,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
+        chunk_key_encoding={"name": "v2", "separator": "/" if nested else "."},
         compressors=zarr_compressor(fast=fast),
         attributes=attrs or {},
         overwrite=True,
