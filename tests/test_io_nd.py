@@ -449,3 +449,17 @@ def test_rgb_label_png_with_equal_channels(tmp_path: Path) -> None:
         np.testing.assert_array_equal(
             open_labels(tmp_path / "l.png", image=src)[0, 0].compute(), lab
         )
+
+
+def test_zarr_group_and_dtype_protections(tmp_path: Path) -> None:
+    """A zarr group with several arrays and non-numeric images are refused clearly."""
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("raw", shape=(4, 4), dtype="u1")
+    group.create_array("mask", shape=(4, 4), dtype="u1")
+    with pytest.raises(DataError, match=r"holds 2 arrays \(mask, raw\); point to one"):
+        open_image(tmp_path / "g.zarr", "YX")
+    with open_image(tmp_path / "g.zarr" / "raw", "YX") as src:
+        assert src.data.shape == (1, 1, 1, 4, 4)
+    np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(DataError, match="expected numbers"):
+        open_image(tmp_path / "s.npy", "YX")

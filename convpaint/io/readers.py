@@ -340,6 +340,11 @@ def _open_pil(path: Path) -> tuple[Any, FileMetadata]:
     return da.from_array(arr, chunks=arr.shape), meta
 
 
+def _inside_zarr(path: Path) -> bool:
+    """Whether a folder is an array or group inside a zarr store (``a.zarr/raw``)."""
+    return any(p.suffix.lower() == ".zarr" for p in path.parents)
+
+
 def _open_raw(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
     """Open any supported file as a lazy dask array in its own layout."""
     suffix = _suffix(path)
@@ -347,7 +352,7 @@ def _open_raw(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
         raise DataError(f"'{path}' does not exist")
     if suffix in _TIFF:
         return _open_tiff(path, stack)
-    if suffix == ".zarr":
+    if suffix == ".zarr" or (path.is_dir() and _inside_zarr(path)):
         return _open_zarr(path)
     if suffix == ".npy":
         try:
