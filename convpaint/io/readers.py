@@ -1,9 +1,10 @@
-"""Open images lazily as dask arrays in ``(C, Y, X)`` layout; find input files."""
+"""Open images lazily as dask arrays in ``(T, C, Z, Y, X)`` layout; find input files."""
 
 from __future__ import annotations
 
 import glob
 import logging
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +15,18 @@ import numpy as np
 
 from convpaint.errors import DataError
 
-from .axes import to_canonical
+from .axes import check_axes, guess_axes, hint_axes, to_canonical
+from .metadata import FileMetadata, ngff_multiscale, tiff_metadata, zarr_metadata
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "ImageSource",
+    "TiffPixels",
+    "check_label_block",
     "expand_inputs",
     "file_stem",
     "open_image",
-    "read_labels",
+    "open_labels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,24 +94,80 @@ def expand_inputs(patterns: list[str], *, what: str = "inputs") -> list[Path]:
 
 @dataclass
 class ImageSource:
-    """An opened image: lazy ``(C, Y, X)`` data plus what was found in the file."""
+    """An opened image: lazy ``(T, C, Z, Y, X)`` pixels and what the file declares.
+
+    Use it as a context manager (or call :meth:`close`) to release file handles.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    data : dask.array.Array
+        Shape ``(T, C, Z, Y, X)``, the file's dtype, read lazily (TIFF through
+        tifffile's zarr view, zarr directly); chunks follow the file's layout, so
+        callers rechunk or read the windows they need.
+    axes : str
+        The axes in effect, in file order (declared by the file or given).
+    file_axes : str or None
+        The axes the file declares, or None (see :mod:`convpaint.io.metadata`).
+    file_shape : tuple of int
+        The shape as stored, in ``axes`` order.
+    spacing : tuple of float or None
+        Physical pixel size ``(z, y, x)`` from the file, overridden per axis by the
+        ``spacing`` given to :func:`open_image`; axes without a value get 1.0 when
+        others have one; None when neither says anything.
+    unit : str or None
+        Length unit of ``spacing`` from the file (NGFF name, ``"micrometer"``).
+    axes_source : str or None
+        What declared ``file_axes`` (``"ImageJ metadata"``, ``"OME-XML"``, ...).
+    """
 
     path: Path
     data: Any
-    """Dask array, shape ``(C, Y, X)``, the file's dtype."""
-    file_shape: tuple[int, ...]
+    axes: str
     file_axes: str | None
+    file_shape: tuple[int, ...]
+    spacing: tuple[float, float, float] | None = None
+    unit: str | None = None
+    axes_source: str | None = None
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels (an RGBA image counts 3)."""
+        return int(self.data.shape[1])
+
+    @property
+    def shape_tzyx(self) -> tuple[int, int, int, int]:
+        """``(T, Z, Y, X)``: the shape of the labels predicted for this image."""
+        t, _, z, y, x = (int(s) for s in self.data.shape)
+        return t, z, y, x
 
     @property
     def shape_yx(self) -> tuple[int, int]:
         """``(Y, X)``."""
-        return int(self.data.shape[1]), int(self.data.shape[2])
+        return int(self.data.shape[3]), int(self.data.shape[4])
 
     @property
-    def n_channels(self) -> int:
-        """Number of channels after conversion (RGBA counts 3)."""
+    def n_frames(self) -> int:
+        """Number of time points (T)."""
         return int(self.data.shape[0])
+
+    @property
+    def is_stack(self) -> bool:
+        """Whether the image has a Z axis (even of one plane) or several planes."""
+        return "Z" in self.axes or int(self.data.shape[2]) > 1
+
+    @property
+    def is_colour(self) -> bool:
+        """Whether the image is RGB: channels last, 3 of them (after dropping alpha)."""
+        return self.axes.endswith("C") and self.n_channels == 3
+
+    def describe_axes(self) -> str:
+        """``ZYX (ImageJ metadata)`` or ``CYX (given)``, for messages."""
+        if self.file_axes:
+            return f"{self.file_axes} ({self.axes_source})"
+        return f"{self.axes} (given)"
 
     def close(self) -> None:
         """Close the underlying file handles."""
@@ -120,20 +180,105 @@ class ImageSource:
         self.close()
 
 
-def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, str | None]:
+class TiffPixels:
+    """Level 0 of a TIFF's first series as an array that dask can read from anywhere.
+
+    Reads go through tifffile's zarr view of the file (only the strips or tiles a
+    block needs are decoded). The object pickles by path: a ``dask.distributed``
+    worker that receives it opens the file itself on first read (workers need read
+    access to the same path), whereas tifffile's own store holds an open file
+    handle that cannot be sent. A read that fails (a truncated or corrupt file)
+    raises :class:`DataError` naming the file.
+
+    Parameters
+    ----------
+    path : path-like
+        The TIFF file.
+    tif : tifffile.TiffFile, optional
+        An already open handle to reuse in this process (not closed here).
+    """
+
+    def __init__(self, path: Path | str, tif: Any = None) -> None:
+        self.name = str(path)
+        self.path = str(Path(path).resolve())
+        self._tif = tif
+        self._owned = tif is None
+        self._store: Any = None
+        self._node: Any = None
+        self._lock = threading.Lock()
+        node = self._open()
+        self.shape = tuple(int(s) for s in node.shape)
+        self.dtype = np.dtype(node.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = tuple(int(c) for c in node.chunks)
+
+    def _open(self) -> Any:
+        with self._lock:
+            if self._node is None:
+                import tifffile
+                import zarr
+
+                if self._tif is None:
+                    self._tif = tifffile.TiffFile(self.path)
+                    self._owned = True
+                self._store = self._tif.series[0].aszarr()
+                node = zarr.open(self._store, mode="r")
+                if not hasattr(node, "shape"):  # pyramidal: level 0 is full resolution
+                    node = node["0"]
+                self._node = node
+            return self._node
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._open()[key])
+        except Exception as err:
+            raise DataError(
+                f"could not read the pixels of '{self.name}' ({type(err).__name__}: "
+                f"{err}); the file may be corrupt or truncated: re-export it"
+            ) from err
+
+    def close(self) -> None:
+        """Release the file (it is reopened if read again)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            if self._owned and self._tif is not None:
+                self._tif.close()
+            self._tif = self._store = self._node = None
+
+    def as_dask(self) -> Any:
+        """A dask array over the file, chunked like the file's strips or tiles."""
+        return da.from_array(
+            self,
+            chunks=self.chunks,
+            lock=False,
+            fancy=False,
+            meta=np.empty((0,) * self.ndim, dtype=self.dtype),
+        )
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        stat = Path(self.path).stat()
+        return ("TiffPixels", self.path, stat.st_mtime_ns, stat.st_size, self.shape)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_tif=None, _store=None, _node=None, _owned=True, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
     import tifffile
-    import zarr
 
     try:
         tif = stack.enter_context(tifffile.TiffFile(path))
         series = tif.series[0]
-        store = series.aszarr()
-        stack.callback(store.close)
-        node = zarr.open(store, mode="r")
-        if not hasattr(node, "shape"):  # pyramidal file: level 0 is full resolution
-            node = node["0"]
-        axes = series.axes.replace("S", "C")
-        return da.from_zarr(node), axes
+        pixels = TiffPixels(path, tif)
+        stack.callback(pixels.close)
+        return pixels.as_dask(), tiff_metadata(tif, series, path)
     except DataError:
         raise
     except Exception as err:
@@ -143,7 +288,7 @@ def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, str | None]:
         ) from err
 
 
-def _open_zarr(path: Path) -> Any:
+def _open_zarr(path: Path) -> tuple[Any, FileMetadata]:
     import zarr
 
     try:
@@ -151,19 +296,33 @@ def _open_zarr(path: Path) -> Any:
     except Exception as err:
         raise DataError(f"'{path}' could not be opened as zarr ({err})") from err
     if hasattr(node, "shape"):
-        return da.from_zarr(node)
-    arrays = sorted(k for k, v in node.arrays())
-    if "0" in arrays:  # OME-Zarr: level 0 is full resolution
-        return da.from_zarr(node["0"])
-    if len(arrays) == 1:
-        return da.from_zarr(node[arrays[0]])
-    raise DataError(
-        f"zarr group '{path}' holds {len(arrays)} arrays ({', '.join(arrays) or 'none'}); "
-        "point to one array folder, e.g. 'image.zarr/raw'"
-    )
+        return da.from_zarr(node), zarr_metadata(node, group_attrs=None, path=path)
+    attrs = dict(node.attrs)
+    multiscale = ngff_multiscale(attrs)
+    arrays = sorted(k for k, _ in node.arrays())
+    if multiscale is not None:  # OME-Zarr: the first dataset is full resolution
+        datasets = multiscale.get("datasets") or [{"path": "0"}]
+        level0 = str(datasets[0].get("path", "0"))
+        if level0 not in node:
+            raise DataError(
+                f"OME-Zarr image '{path}' lists dataset '{level0}' but has no such "
+                f"array (found: {', '.join(arrays) or 'none'}); the image is incomplete"
+            )
+        array = node[level0]
+        return da.from_zarr(array), zarr_metadata(array, group_attrs=attrs, path=path)
+    if "0" in arrays:
+        array = node["0"]
+    elif len(arrays) == 1:
+        array = node[arrays[0]]
+    else:
+        raise DataError(
+            f"zarr group '{path}' holds {len(arrays)} arrays ({', '.join(arrays) or 'none'}); "
+            "point to one array folder, e.g. 'image.zarr/raw'"
+        )
+    return da.from_zarr(array), zarr_metadata(array, group_attrs=None, path=path)
 
 
-def _open_pil(path: Path) -> Any:
+def _open_pil(path: Path) -> tuple[Any, FileMetadata]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -175,93 +334,283 @@ def _open_pil(path: Path) -> Any:
         raise DataError(f"'{path}' could not be read as an image ({err})") from err
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    return da.from_array(arr, chunks=arr.shape)
+    # PNG/JPEG pixels are gray (Y, X) or colour (Y, X, samples): the format says so
+    axes = {2: "YX", 3: "YXC"}.get(arr.ndim)
+    meta = FileMetadata(axes, "image mode" if axes else None, None)
+    return da.from_array(arr, chunks=arr.shape), meta
 
 
-def _open_raw(path: Path, stack: ExitStack) -> tuple[Any, str | None]:
+def _inside_zarr(path: Path) -> bool:
+    """Whether a folder is an array or group inside a zarr store (``a.zarr/raw``)."""
+    return any(p.suffix.lower() == ".zarr" for p in path.parents)
+
+
+def _open_raw(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
+    """Open any supported file as a lazy dask array in its own layout."""
     suffix = _suffix(path)
     if not path.exists():
         raise DataError(f"'{path}' does not exist")
     if suffix in _TIFF:
         return _open_tiff(path, stack)
-    if suffix == ".zarr":
-        return _open_zarr(path), None
+    if suffix == ".zarr" or (path.is_dir() and _inside_zarr(path)):
+        return _open_zarr(path)
     if suffix == ".npy":
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as err:
             raise DataError(f"'{path}' could not be read as .npy ({err})") from err
-        return da.from_array(arr, chunks=arr.shape), None
+        return da.from_array(arr, chunks=arr.shape), FileMetadata()
     if suffix in _PIL:
-        return _open_pil(path), None
+        return _open_pil(path)
     raise DataError(
         f"'{path}': unsupported file type '{suffix}'; supported: {', '.join(SUPPORTED_SUFFIXES)}"
     )
 
 
-def open_image(path: Path | str, axes: str) -> ImageSource:
-    """Open an image lazily and convert it to ``(C, Y, X)``.
+def _resolve_axes(
+    path: Path, given: str | None, meta: FileMetadata, shape: tuple[int, ...]
+) -> str:
+    """The axes to read a file with: the declared ones, checked against ``given``."""
+    if given is not None:
+        try:
+            axes = check_axes(given)
+        except ValueError as err:
+            raise DataError(f"image '{path}': {err}") from err
+        if meta.axes is not None and meta.axes != axes:
+            raise DataError(
+                f"image '{path}' declares axes {meta.axes} ({meta.source}) but axes "
+                f"{axes} were given (shape {shape}); leave axes unset to use the file's "
+                f"own, or set axes: {meta.axes}; if the file's metadata is wrong, "
+                "re-save it with the right axes"
+            )
+        return axes
+    if meta.axes is not None:
+        return meta.axes
+    guess = guess_axes(shape)
+    if guess is None:
+        reader = f" (its reader calls them {meta.raw_axes})" if meta.raw_axes else ""
+        raise DataError(
+            f"image '{path}' has shape {shape} and does not declare its axes{reader}; "
+            f"say which dimension is which: set {hint_axes(shape)}"
+        )
+    return guess
+
+
+def _spacing(
+    path: Path, meta: FileMetadata, override: dict[str, float] | None
+) -> tuple[float, float, float] | None:
+    values = dict(meta.spacing)
+    for key, value in (override or {}).items():
+        axis = str(key).lower()
+        if axis not in ("z", "y", "x") or not float(value) > 0:
+            raise DataError(
+                f"image '{path}': spacing {{{key}: {value}}} is invalid; give positive "
+                "pixel sizes for z, y and/or x, e.g. spacing: {z: 0.5, y: 0.1, x: 0.1}"
+            )
+        values[axis] = float(value)
+    if not values:
+        return None
+    return (values.get("z", 1.0), values.get("y", 1.0), values.get("x", 1.0))
+
+
+def open_image(
+    path: Path | str,
+    axes: str | None = None,
+    *,
+    spacing: dict[str, float] | None = None,
+) -> ImageSource:
+    """Open an image lazily as ``(T, C, Z, Y, X)``.
+
+    Parameters
+    ----------
+    path : path-like
+        A TIFF (plain, ImageJ, OME, BigTIFF), zarr array or group (OME-Zarr: level
+        0), ``.npy``, PNG or JPEG file.
+    axes : str, optional
+        The file's axes (e.g. ``"ZCYX"``). None uses the axes the file declares;
+        files that declare none are read only when the shape leaves no doubt (2-D:
+        ``YX``; ``(Y, X, 3 or 4)``: ``YXC``). Given axes must equal declared ones.
+    spacing : dict, optional
+        Pixel sizes ``{"z": ..., "y": ..., "x": ...}`` that override the file's.
+
+    Returns
+    -------
+    ImageSource
+        Holds the open file; close it (or use ``with``) when done.
 
     Raises
     ------
     DataError
-        Missing, unreadable or corrupt file; dimensions that do not match ``axes``;
-        a non-numeric dtype.
+        Missing, unreadable or corrupt file; a non-numeric dtype; axes that the file
+        contradicts, that do not fit its dimensions, or that cannot be inferred.
     """
     path = Path(path)
     stack = ExitStack()
     try:
-        raw, file_axes = _open_raw(path, stack)
+        raw, meta = _open_raw(path, stack)
         if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
             raise DataError(f"image '{path}' has dtype {raw.dtype}; expected numbers")
-        data = to_canonical(raw, axes, path=path, file_axes=file_axes)
+        shape = tuple(int(s) for s in raw.shape)
+        use = _resolve_axes(path, axes, meta, shape)
+        data = to_canonical(raw, use, path=path, file_axes=meta.axes)
+        pixel_size = _spacing(path, meta, spacing)
     except BaseException:
         stack.close()
         raise
-    return ImageSource(path, data, tuple(int(s) for s in raw.shape), file_axes, stack)
+    return ImageSource(
+        path=path,
+        data=data,
+        axes=use,
+        file_axes=meta.axes,
+        file_shape=shape,
+        spacing=pixel_size,
+        unit=meta.unit,
+        axes_source=meta.source,
+        _stack=stack,
+    )
 
 
-def read_labels(
-    path: Path | str, *, shape_yx: tuple[int, int], image: Path | str
-) -> np.ndarray:
-    """Read a 2D annotation image fully (labels are small) and check it against the image.
+# --- labels -------------------------------------------------------------------------
+
+
+def check_label_block(block: np.ndarray, path: str) -> np.ndarray:
+    """Check one block of a label image and return it as integers.
+
+    Used by :func:`open_labels` on every block as it is read, so that a label
+    stack is validated without ever being loaded whole.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        Label values, any shape.
+    path : str
+        The label file, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The block; floats holding whole numbers as int64, booleans as uint8,
+        integers unchanged.
 
     Raises
     ------
     DataError
-        Missing or unreadable file, wrong shape, non-integer or negative values.
+        Non-integral or non-finite float values, or negative values.
     """
-    path = Path(path)
-    with ExitStack() as stack:
-        raw, _ = _open_raw(path, stack)
-        raw = raw.compute()
-    labels = np.asarray(raw)
-    if labels.ndim == 3 and labels.shape[-1] in (3, 4) and _suffix(path) in _PIL:
-        # RGB-saved label PNG with equal channels: accept the first channel
-        if all(np.array_equal(labels[..., 0], labels[..., c]) for c in range(1, 3)):
-            labels = labels[..., 0]
-    if labels.ndim != 2 or labels.shape != tuple(shape_yx):
-        raise DataError(
-            f"annotations '{path}' have shape {labels.shape} but image '{image}' has Y/X "
-            f"shape {tuple(shape_yx)}; annotations must be one 2D label image of the "
-            "image's size"
-        )
-    if np.issubdtype(labels.dtype, np.floating):
-        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+    block = np.asarray(block)
+    if np.issubdtype(block.dtype, np.floating):
+        if not np.all(np.isfinite(block)) or not np.all(block == np.round(block)):
             raise DataError(
-                f"annotations '{path}' hold non-integer values (dtype {labels.dtype}); "
+                f"annotations '{path}' hold non-integer values (dtype {block.dtype}); "
                 "save them as an integer label image (0 = unlabelled, 1..K = classes)"
             )
-        labels = labels.astype(np.int64)
-    elif labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    elif not np.issubdtype(labels.dtype, np.integer):
+        block = block.astype(np.int64)
+    elif block.dtype == bool:
+        return block.astype(np.uint8)
+    if block.size and np.issubdtype(block.dtype, np.signedinteger) and block.min() < 0:
         raise DataError(
-            f"annotations '{path}' have dtype {labels.dtype}; expected integers"
-        )
-    if labels.size and labels.min() < 0:
-        raise DataError(
-            f"annotations '{path}' contain negative values (min {labels.min()}); use "
+            f"annotations '{path}' contain negative values (min {block.min()}); use "
             "0 for unlabelled and positive values for classes"
         )
-    return labels
+    return block
+
+
+def _label_dtype_in(dtype: np.dtype, path: Path) -> np.dtype:
+    if np.issubdtype(dtype, np.floating):
+        return np.dtype(np.int64)
+    if dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if np.issubdtype(dtype, np.integer):
+        return np.dtype(dtype)
+    raise DataError(
+        f"annotations '{path}' have dtype {dtype}; expected integers (a label image: "
+        "0 = unlabelled, 1..K = classes)"
+    )
+
+
+def open_labels(path: Path | str, *, image: ImageSource) -> Any:
+    """Open a label image (annotations, ground truth) for ``image``, lazily.
+
+    The label file has the image's shape without its C axis. Its axes are the ones
+    it declares, else the image's axes minus C (so a 2-D label file goes with a 2-D
+    or a channels image, a ``ZYX`` one with a ``ZCYX`` image).
+
+    Checks that need only the header (dimensions, shape, dtype) run here; the values
+    (whole numbers, no negatives) are checked block by block when the returned array
+    is computed (:func:`check_label_block`), so a label stack of thousands of planes
+    is never loaded whole and a bad value raises :class:`DataError` on the first
+    read that meets it.
+
+    Parameters
+    ----------
+    path : path-like
+        The label file (any format :func:`open_image` reads).
+    image : ImageSource
+        The image the labels belong to.
+
+    Returns
+    -------
+    dask.array.Array
+        Shape ``(T, Z, Y, X)`` equal to ``image.shape_tzyx``; integer dtype (the
+        file's, int64 for integral floats, uint8 for booleans). The file is read on
+        compute, while ``image`` stays open (its file handles are shared).
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file; a non-numeric dtype; a channel axis; a shape
+        that does not match the image.
+    """
+    path = Path(path)
+    raw, meta = _open_raw(path, image._stack)
+    shape = tuple(int(s) for s in raw.shape)
+    dtype = _label_dtype_in(raw.dtype, path)
+    axes = meta.axes
+    if axes is not None and "C" in axes:
+        c = axes.index("C")
+        if _suffix(path) in _PIL and shape[c] in (3, 4):
+            # a label PNG saved as RGB(A) with equal channels: take the first one
+            first = raw[..., 0].compute()
+            if not all(np.array_equal(first, raw[..., k].compute()) for k in (1, 2)):
+                raise DataError(
+                    f"annotations '{path}' are a colour image (shape {shape}); save "
+                    "them as a single-channel label image (0 = unlabelled, 1..K)"
+                )
+            raw, axes, shape = (
+                da.from_array(first, chunks=first.shape),
+                "YX",
+                first.shape,
+            )
+        elif shape[c] == 1:
+            raw = raw[tuple(0 if i == c else slice(None) for i in range(raw.ndim))]
+            axes = axes.replace("C", "")
+        else:
+            raise DataError(
+                f"annotations '{path}' have a channel axis: shape {shape}, axes "
+                f"{meta.describe()}; annotations must be one label image without "
+                "channels (0 = unlabelled, 1..K = classes)"
+            )
+    expected_axes = "".join(a for a in image.axes if a != "C")
+    if axes is None:
+        axes = expected_axes
+    want = dict(zip("TZYX", image.shape_tzyx, strict=True))
+    expected = tuple(want[a] for a in expected_axes)
+    found = f"with axes {meta.describe()}" if meta.axes else "(no axes declared)"
+    if (
+        len(shape) != len(axes)
+        or any(want[a] != n for a, n in zip(axes, shape, strict=False))
+        or any(want[a] != 1 for a in "TZ" if a not in axes)
+    ):
+        hint = ""
+        if meta.axes and sorted(shape) == sorted(expected) and axes != expected_axes:
+            hint = (
+                f"; if the file's axes are wrong, re-save it with axes {expected_axes}"
+            )
+        raise DataError(
+            f"annotations '{path}' have shape {shape} {found} but image "
+            f"'{image.path}' needs {expected_axes} shape {expected} (its axes are "
+            f"{image.describe_axes()}); annotations must be one label image of the "
+            f"image's shape without its C axis{hint}"
+        )
+    labels = to_canonical(raw, axes, path=path, file_axes=meta.axes)[:, 0]
+    return labels.map_blocks(check_label_block, path=str(path), dtype=dtype)

@@ -1,9 +1,10 @@
-"""Stream predicted labels and probabilities to TIFF or zarr, atomically."""
+"""Stream predicted labels and probabilities to TIFF, zarr or OME-Zarr, atomically."""
 
 from __future__ import annotations
 
 import logging
-import mmap
+import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +16,36 @@ from numpy.typing import NDArray
 from convpaint.errors import OutputExistsError
 
 from .atomic import atomic_output, remove_path
+from .axes import LABEL_AXES, check_axes, probability_axes
+from .ome_zarr import (
+    build_levels,
+    image_label_attrs,
+    level_count,
+    multiscales_attrs,
+    omero_attrs,
+)
 from .readers import file_stem
+from .tiff_out import write_tiff
+from .zarr_out import ZarrTarget, create_zarr_array
 
-__all__ = ["OutputPaths", "ResultWriter", "label_dtype", "plan_outputs"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "OUTPUT_SUFFIXES",
+    "OutputFormat",
+    "OutputPaths",
+    "ResultWriter",
+    "label_dtype",
+    "plan_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
 OnExists = Literal["error", "skip", "overwrite"]
+
+#: Output formats, and the suffix each one's files get.
+OutputFormat = Literal["tif", "zarr", "ome-zarr"]
+OUTPUT_FORMATS: tuple[str, ...] = ("tif", "zarr", "ome-zarr")
+OUTPUT_SUFFIXES = {"tif": ".tif", "zarr": ".zarr", "ome-zarr": ".ome.zarr"}
 
 
 def label_dtype(classes: list[int]) -> np.dtype:
@@ -91,124 +115,300 @@ def check_existing(plan: OutputPaths, on_exists: OnExists) -> bool:
 
 
 class ResultWriter:
-    """Accepts tiles of labels (and probabilities) and writes complete files at the end.
+    """Targets that prediction tasks store results into, and complete files at the end.
 
-    TIFF outputs are assembled in a disk-backed memory map next to the output (memory
-    stays bounded by the tile size) and written as an ImageJ-compatible, zlib-compressed
-    hyperstack; zarr outputs are written chunk by chunk. Either way the final names only
-    appear after :meth:`finish`, and :meth:`abort` removes every temporary file.
+    The engine stores labels (and probabilities) chunk by chunk into
+    :attr:`labels_target` and :attr:`probabilities_target`, e.g. with
+    ``dask.array.store(..., lock=False)`` from threads or ``dask.distributed``
+    worker processes (the targets pickle; workers must see the output folder).
+    Then :meth:`finish` completes the files; on any failure :meth:`abort` removes
+    everything written.
+
+    Nothing appears under a final name before :meth:`finish` returns: every output
+    is written under a hidden temporary name in the output folder (``.NAME.*.partial``)
+    and renamed into place when complete. For zarr and OME-Zarr folders the rename
+    is the completion signal: a job that waits for ``NAME.zarr`` to exist can open it
+    lazily (``dask.array.from_zarr``) and read complete data. An existing output is
+    replaced only by a complete new one (callers decide beforehand whether that is
+    allowed: :func:`check_existing`).
+
+    Formats (:data:`OUTPUT_FORMATS`):
+
+    - ``zarr``: one zarr v2 array per output in the output's layout (``out_axes``;
+      probabilities add C in NGFF order), attributes ``_ARRAY_DIMENSIONS``,
+      ``axes``, ``classes``, ``spacing``/``unit`` and ``attrs``.
+    - ``ome-zarr``: an NGFF 0.4 image group per output with ``levels`` resolution
+      levels; the labels carry ``image-label`` metadata (napari and Fiji open them
+      as labels), the probabilities are an image with one channel per class.
+    - ``tif``: results go to a temporary zarr array first, then are streamed into an
+      ImageJ hyperstack (OME BigTIFF beyond 4 GB) one plane at a time
+      (:func:`~convpaint.io.tiff_out.write_tiff`).
+
+    Parameters
+    ----------
+    paths : OutputPaths
+        Final output paths (probabilities None: labels only).
+    shape_tzyx : tuple of int
+        ``(T, Z, Y, X)`` of the image.
+    out_axes : str
+        Axes of the label output: the input's non-C axes in canonical order (a
+        subset of ``TZYX`` with Y and X; see :func:`~convpaint.io.axes.output_axes`).
+        T or Z left out must have size 1.
+    classes : list of int
+        Class values (positive); labels use :func:`label_dtype` of them and the
+        probabilities one channel per class, in this order.
+    fmt : {"tif", "zarr", "ome-zarr"}
+        Output format.
+    chunks_tzyx : tuple of int
+        Chunk shape ``(t, z, y, x)`` of the targets (clipped to the shape). Store
+        regions aligned to it (the last chunk per axis may be smaller) so that no
+        two tasks write one chunk.
+    spacing : tuple of float, optional
+        Pixel size ``(z, y, x)`` written to the outputs' metadata.
+    unit : str, optional
+        NGFF length unit of ``spacing`` (``"micrometer"``).
+    attrs : dict, optional
+        Provenance, e.g. ``{"convpaint_model": ..., "source": ...}``: zarr
+        attributes, ImageJ ``Info`` or OME ``Description``. ``source``, when it is
+        a zarr image, also becomes the OME-Zarr labels' ``image-label`` source.
+    levels : int
+        Resolution levels of OME-Zarr outputs (1: full resolution only); other
+        formats accept only 1.
+
+    Attributes
+    ----------
+    labels_target : ZarrTarget
+        Shape ``(T, Z, Y, X)``, dtype :attr:`dtype`.
+    probabilities_target : ZarrTarget or None
+        Shape ``(T, K, Z, Y, X)``, float32, K = ``len(classes)``.
     """
 
     def __init__(
         self,
         paths: OutputPaths,
         *,
-        shape_yx: tuple[int, int],
+        shape_tzyx: tuple[int, int, int, int],
+        out_axes: str,
         classes: list[int],
-        fmt: Literal["tif", "zarr"],
-        chunk: int,
+        fmt: OutputFormat,
+        chunks_tzyx: tuple[int, int, int, int],
+        spacing: tuple[float, float, float] | None = None,
+        unit: str | None = None,
         attrs: dict[str, Any] | None = None,
+        levels: int = 1,
     ) -> None:
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"fmt must be one of {OUTPUT_FORMATS}, not {fmt!r}")
+        out_axes = check_axes(out_axes, channels=False)
+        shape_tzyx = tuple(int(s) for s in shape_tzyx)  # type: ignore[assignment]
+        sizes = dict(zip(LABEL_AXES, shape_tzyx, strict=True))
+        if "".join(a for a in LABEL_AXES if a in out_axes) != out_axes or any(
+            sizes[a] != 1 for a in LABEL_AXES if a not in out_axes
+        ):
+            raise ValueError(
+                f"out_axes {out_axes} must be a subset of TZYX in that order, leaving "
+                f"out only axes of size 1 (shape_tzyx {shape_tzyx})"
+            )
+        if len(chunks_tzyx) != 4 or min(chunks_tzyx) < 1:
+            raise ValueError(f"chunks_tzyx must be 4 positive sizes, not {chunks_tzyx}")
+        if levels < 1 or (levels > 1 and fmt != "ome-zarr"):
+            raise ValueError(f"levels={levels}: more than 1 only for fmt='ome-zarr'")
         self.paths = paths
         self.fmt = fmt
-        self.classes = list(classes)
+        self.shape_tzyx = shape_tzyx
+        self.out_axes = out_axes
+        self.classes = [int(c) for c in classes]
         self.dtype = label_dtype(self.classes)
-        self.attrs = attrs or {}
-        self._stack = ExitStack()
-        self._targets: list[tuple[Path, Any]] = []
-        n = len(self.classes)
-        self._labels = self._open(paths.labels, shape_yx, self.dtype, chunk, "YX")
-        self._probs = (
-            self._open(
-                paths.probabilities, (n, *shape_yx), np.dtype(np.float32), chunk, "CYX"
-            )
-            if paths.probabilities is not None
-            else None
+        self.chunks_tzyx = tuple(
+            min(int(c), s) for c, s in zip(chunks_tzyx, shape_tzyx, strict=True)
         )
+        self.spacing = spacing
+        self.unit = unit
+        self.attrs = dict(attrs or {})
+        self.levels = (
+            level_count(shape_tzyx[2:], levels) if fmt == "ome-zarr" else 1  # type: ignore[arg-type]
+        )
+        self._stack = ExitStack()
+        self._finishers: list[Callable[[], None]] = []
+        self._done = False
+        try:
+            self.labels_target = self._open(paths.labels, probabilities=False)
+            self.probabilities_target: ZarrTarget | None = (
+                self._open(paths.probabilities, probabilities=True)
+                if paths.probabilities is not None
+                else None
+            )
+        except BaseException:
+            self.abort()
+            raise
 
-    def _open(
-        self,
-        final: Path,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        chunk: int,
-        axes: str,
-    ) -> Any:
+    # --- creating the targets ---------------------------------------------------
+
+    def _layout(self, probabilities: bool) -> tuple[str, tuple[int, ...], str]:
+        """Engine layout axes, its shape, and the axes stored in the output."""
+        if probabilities:
+            t, z, y, x = self.shape_tzyx
+            return (
+                "TCZYX",
+                (t, len(self.classes), z, y, x),
+                probability_axes(self.out_axes, self.fmt),
+            )
+        return LABEL_AXES, self.shape_tzyx, self.out_axes
+
+    def _chunks(self, layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+        per_axis = dict(zip(LABEL_AXES, self.chunks_tzyx, strict=True))
+        per_axis["C"] = shape[layout.index("C")] if "C" in layout else 1
+        return tuple(per_axis[a] for a in layout)
+
+    def _zarr_attrs(self, axes: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "_ARRAY_DIMENSIONS": [a.lower() for a in axes],
+            "axes": axes,
+            "classes": self.classes,
+        }
+        if self.spacing is not None:
+            attrs["spacing"] = {
+                a: float(v)
+                for a, v in zip("zyx", self.spacing, strict=True)
+                if a.upper() in axes
+            }
+        if self.unit:
+            attrs["unit"] = self.unit
+        return {**attrs, **self.attrs}
+
+    def _open(self, final: Path, *, probabilities: bool) -> ZarrTarget:
+        layout, shape, axes = self._layout(probabilities)
+        dtype = np.dtype(np.float32) if probabilities else self.dtype
+        chunks = self._chunks(layout, shape)
+        keep = tuple(a in axes for a in layout)
         tmp = self._stack.enter_context(atomic_output(final))
+        if self.fmt == "tif":
+            # scratch array in the engine's layout, one plane per chunk, so that the
+            # TIFF can be written plane by plane without decompressing neighbours
+            # (finer chunks than the engine's blocks still never get shared)
+            scratch = final.with_name(
+                f".{final.name}.{uuid.uuid4().hex[:8]}.scratch.zarr"
+            )
+            self._stack.callback(remove_path, scratch)
+            plane_chunks = tuple(
+                c if a in "YX" else 1 for a, c in zip(layout, chunks, strict=True)
+            )
+            create_zarr_array(
+                scratch, shape=shape, chunks=plane_chunks, dtype=dtype, fast=True
+            )
+            self._finishers.append(
+                lambda: self._write_tiff(tmp, scratch, layout, axes, probabilities)
+            )
+            return ZarrTarget(scratch, shape=shape, keep=(True,) * len(shape))
+        stored_shape = tuple(n for n, k in zip(shape, keep, strict=True) if k)
+        stored_chunks = tuple(c for c, k in zip(chunks, keep, strict=True) if k)
         if self.fmt == "zarr":
-            import zarr
-
-            chunks = (*shape[:-2], min(chunk, shape[-2]), min(chunk, shape[-1]))
-            arr = zarr.open_array(
-                str(tmp),
-                mode="w",
-                shape=shape,
-                chunks=chunks,
+            create_zarr_array(
+                tmp,
+                shape=stored_shape,
+                chunks=stored_chunks,
                 dtype=dtype,
-                zarr_format=2,
-                fill_value=0,
+                attrs=self._zarr_attrs(axes),
             )
-            arr.attrs.update(
-                {
-                    "_ARRAY_DIMENSIONS": [a.lower() for a in axes],
-                    "axes": axes,
-                    **self.attrs,
-                }
+            return ZarrTarget(tmp, shape=shape, keep=keep)
+        import zarr
+
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+        name = final.name.removesuffix(".ome.zarr").removesuffix(".zarr")
+        group_attrs = multiscales_attrs(
+            axes,
+            spacing=self.spacing,
+            unit=self.unit,
+            levels=self.levels,
+            name=name,
+            method="mean" if probabilities else "nearest",
+        )
+        if probabilities:
+            group_attrs |= omero_attrs(self.classes)
+        else:
+            group_attrs |= image_label_attrs(
+                self.classes, source=self.attrs.get("source"), final=final
             )
-            if axes == "CYX":
-                arr.attrs["classes"] = self.classes
-            self._targets.append((tmp, arr))
-            return arr
-        raw = tmp.with_name(tmp.name + ".raw")
-        self._stack.callback(remove_path, raw)
-        mm = np.lib.format.open_memmap(raw, mode="w+", dtype=dtype, shape=shape)
-        self._targets.append((tmp, (mm, axes)))
-        return mm
+        group.attrs.update({**group_attrs, "classes": self.classes, **self.attrs})
+        create_zarr_array(
+            Path(tmp) / "0",
+            shape=stored_shape,
+            chunks=stored_chunks,
+            dtype=dtype,
+            nested=True,
+        )
+        if self.levels > 1:
+            self._finishers.append(
+                lambda: build_levels(
+                    tmp,
+                    axes=axes,
+                    levels=self.levels,
+                    method="mean" if probabilities else "nearest",
+                )
+            )
+        return ZarrTarget(Path(tmp) / "0", shape=shape, keep=keep)
+
+    def _write_tiff(
+        self, tmp: Path, scratch: Path, layout: str, axes: str, probabilities: bool
+    ) -> None:
+        import zarr
+
+        source = zarr.open_array(str(scratch), mode="r", zarr_format=2)
+        write_tiff(
+            tmp,
+            source,
+            source_axes=layout,
+            out_axes=axes,
+            spacing=self.spacing,
+            unit=self.unit,
+            info={**self.attrs, "classes": self.classes},
+        )
+        remove_path(scratch)
+
+    # --- storing and finishing ------------------------------------------------------
 
     def write(
         self,
-        tile: tuple[int, int, int, int],
+        region: tuple[slice, slice, slice, slice],
         labels: NDArray,
         probabilities: NDArray | None = None,
     ) -> None:
-        """Store one tile: labels ``(y, x)``, probabilities ``(K, y, x)``."""
-        y0, y1, x0, x1 = tile
-        self._labels[y0:y1, x0:x1] = labels
-        if self._probs is not None and probabilities is not None:
-            self._probs[:, y0:y1, x0:x1] = probabilities
-        if self.fmt == "tif":
-            self._release_pages()
+        """Store one block from the calling process (a convenience for serial loops).
 
-    def _release_pages(self) -> None:
-        """Flush the disk-backed maps and drop their pages from resident memory.
-
-        The pages are file-backed, so the kernel could reclaim them anyway, but they
-        would count towards the job's memory (cgroups, SLURM) until it does.
+        Parameters
+        ----------
+        region : tuple of slice
+            ``(t, z, y, x)`` slices, aligned to :attr:`chunks_tzyx`.
+        labels : numpy.ndarray
+            Shape of the region.
+        probabilities : numpy.ndarray, optional
+            Shape ``(t, K, z, y, x)`` of the region; ignored without a
+            probabilities output.
         """
-        for _, (mm, _) in self._targets:
-            mm.flush()
-            raw = getattr(mm, "_mmap", None)
-            if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
-                raw.madvise(mmap.MADV_DONTNEED)
+        self.labels_target[region] = labels
+        if self.probabilities_target is not None and probabilities is not None:
+            t, z, y, x = region
+            self.probabilities_target[t, slice(None), z, y, x] = probabilities
 
     def finish(self) -> list[Path]:
-        """Write the final files and move them into place."""
-        import tifffile
+        """Complete every output and move it to its final name.
 
-        for tmp, target in self._targets:
-            if self.fmt == "tif":
-                mm, axes = target
-                mm.flush()
-                imagej = mm.dtype in (np.uint8, np.uint16, np.float32)
-                with tifffile.TiffWriter(
-                    tmp, bigtiff=mm.nbytes > 2**31, imagej=imagej
-                ) as tw:
-                    tw.write(
-                        mm,
-                        compression="zlib",
-                        metadata={"axes": axes},
-                        rowsperstrip=64,
-                    )
+        TIFF files are written from their scratch arrays, OME-Zarr levels above 0
+        are computed (with dask's current scheduler), then the temporary names are
+        renamed. On failure everything is removed and the error propagates.
+
+        Returns
+        -------
+        list of Path
+            The final paths: labels, then probabilities if any.
+        """
+        try:
+            for finisher in self._finishers:
+                finisher()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
         self._stack.close()  # renames every temporary output into place
         return [
             p for p in (self.paths.labels, self.paths.probabilities) if p is not None
@@ -216,9 +416,18 @@ class ResultWriter:
 
     def abort(self) -> None:
         """Remove every temporary file; the final names are untouched."""
-        self._targets.clear()
+        self._finishers.clear()
+        self._done = True
         # atomic_output removes its temporary when the block exits with an exception
         try:
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
         except RuntimeError:
             pass
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        """Abort on an exception, or when :meth:`finish` was never called."""
+        if not self._done:
+            self.abort()
