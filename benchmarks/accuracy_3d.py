@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     lines = [
-        "| volume | features:dims | n | mIoU | ref. CatBoost | ref. RF | Δ vs best ref. | train s | predict s |",
+        "| volume | features:dims | n | mIoU | ref. CatBoost | ref. RF | Δ vs best ref. "
+        "| train s | predict s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -34,6 +34,7 @@ from convpaint.classify import predict_tile
 from convpaint.config import ClusterConfig, FeatureConfig, TilingConfig
 from convpaint.errors import ConfigError, DataError, ModelBundleError
 from convpaint.features.pipeline import FeaturePipeline, Normalization
+from convpaint.io.axes import output_axes
 from convpaint.io.readers import ImageSource, open_image
 from convpaint.io.writers import OutputPaths, ResultWriter, label_dtype
 from convpaint.model_io import LoadedModel, load_model
@@ -205,7 +206,7 @@ def plan_tile_shape(
         tz = 1 if tz is None else tz
     if tiling.memory is not None:
         budget = int(tiling.memory) // max(1, workers)
-        edges = [e for e in (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)]
+        edges = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
         depths = [1] if tz is not None else [4, 8, 16, 32, 64]
         best: tuple[int, tuple[int, int, int]] | None = None
         for d in depths:
@@ -403,11 +404,6 @@ def _scheduler(
 
 
 # ----------------------------------------------------------------------------- one image
-def _out_axes(axes: str) -> str:
-    """Output axes: the input's non-channel axes, in the order T, Z, Y, X."""
-    return "".join(a for a in "TZYX" if a in axes)
-
-
 def predict_image(
     model: LoadedModel,
     path: Path,
@@ -430,7 +426,7 @@ def predict_image(
     t0 = time.perf_counter()
     meta = parse_meta(model.meta, model.path)
     classes = [int(c) for c in meta.classes]
-    with open_image(path, axes, spacing=spacing) as source:
+    with open_image(path, axes, spacing=spacing, fallback=meta.axes) as source:
         require_model_channels(source.n_channels, meta, path, model.path)
         _require_geometry(source, meta, model.path)
         pipeline = model_pipeline(model, meta, source.n_channels)
@@ -473,7 +469,7 @@ def predict_image(
             model_path=model.path,
             model_digest=file_sha256(model.path),
             image_path=path,
-            axes=axes,
+            axes=source.axes,
             spacing=spacing,
             n_channels=source.n_channels,
             stats=stats,
@@ -487,7 +483,7 @@ def predict_image(
         writer = ResultWriter(
             paths,
             shape_tzyx=source.shape_tzyx,
-            out_axes=_out_axes(source.axes),
+            out_axes=output_axes(source.axes),
             classes=classes,
             fmt=fmt,
             chunks_tzyx=(1, *tile),

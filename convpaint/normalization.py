@@ -98,6 +98,8 @@ def _exact(source: Any, data: Any, axis: tuple[int, ...]) -> tuple[Any, Any, int
             da.isfinite(data).all(),
             scheduler="threads",
         )
+    except DataError:
+        raise
     except Exception as err:
         raise _read_error(source, err) from err
     if not bool(finite):
@@ -130,6 +132,8 @@ def _sampled(
                 data[t, :, z, y0:y1, x0:x1].compute(scheduler="synchronous"),
                 dtype=np.float64,
             )
+        except DataError:
+            raise
         except Exception as err:
             raise _read_error(source, err) from err
         if not np.isfinite(block).all():

@@ -141,7 +141,7 @@ def _break(em_crop: dict, kind: str) -> tuple[str, str]:
     if kind == "bad axes":
         return (
             base + "  axes: YXC\n",
-            "but axes 'YXC' expect 3 dimensions; set axes: YX",
+            "declares axes YX (TIFF page layout) but axes YXC were given",
         )
     if kind == "one class":
         s = tifffile.imread(em_crop["scribbles"])
@@ -152,7 +152,7 @@ def _break(em_crop: dict, kind: str) -> tuple[str, str]:
         return base, "no labelled pixel"
     if kind == "wrong annotation shape":
         tifffile.imwrite(em_crop["scribbles"], np.ones((100, 192), np.uint8))
-        return base, "have shape (100, 192) but image"
+        return base, "have shape (100, 192)"
     if kind == "nan image":
         img = tifffile.imread(em_crop["image"]).astype(np.float32)
         img[5, 5] = np.nan

@@ -31,8 +31,8 @@ def test_template_validates(tmp_path: Path) -> None:
     config = load_config(tmp_path / "c.yaml")
     assert config.train is not None and config.train.axes == "YX"
     assert config.features.extractors == "auto"
-    assert [e.name for e in config.features.resolved("YX")] == ["filters"]
-    assert [e.name for e in config.features.resolved("YXC")] == ["vgg16", "filters"]
+    assert [e.name for e in config.features.resolved(False)] == ["filters"]
+    assert [e.name for e in config.features.resolved(True)] == ["vgg16", "filters"]
 
 
 def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
@@ -74,8 +74,8 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             ["unknown extractor 'vgg'", "did you mean 'vgg16'"],
         ),
         (
-            {"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "XYZ"}},
-            ["train.axes", "not supported"],
+            {"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "ZZYX"}},
+            ["train.axes", "ZZYX"],
         ),
         (
             {"train": {"images": ["a.tif"], "annotations": ["b.tif"], "axes": "QYX"}},

@@ -4,15 +4,15 @@ from .base import StrictModel
 from .classifier import RandomForestConfig
 from .data import SUPPORTED_AXES, check_axes
 from .features import ExtractorParams, FeatureConfig, format_validation_errors
+from .geometry import SpacingConfig
 from .io import dump_config, load_config, parse_config, resolve_paths
 from .run import CONFIG_VERSION, Config, EvaluateSection, PredictSection, TrainSection
-from .geometry import SpacingConfig
 from .tiling import ClusterConfig, TileShape, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
-    "ClusterConfig",
     "SUPPORTED_AXES",
+    "ClusterConfig",
     "Config",
     "EvaluateSection",
     "ExtractorParams",

@@ -368,9 +368,14 @@ def _open_raw(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
 
 
 def _resolve_axes(
-    path: Path, given: str | None, meta: FileMetadata, shape: tuple[int, ...]
+    path: Path,
+    given: str | None,
+    meta: FileMetadata,
+    shape: tuple[int, ...],
+    fallback: str | None = None,
 ) -> str:
-    """The axes to read a file with: the declared ones, checked against ``given``."""
+    """The axes to read a file with: the declared ones, checked against ``given``;
+    for files that declare none, ``fallback`` when it fits the shape."""
     if given is not None:
         try:
             axes = check_axes(given)
@@ -386,6 +391,8 @@ def _resolve_axes(
         return axes
     if meta.axes is not None:
         return meta.axes
+    if fallback is not None and len(fallback) == len(shape):
+        return fallback
     guess = guess_axes(shape)
     if guess is None:
         reader = f" (its reader calls them {meta.raw_axes})" if meta.raw_axes else ""
@@ -418,6 +425,7 @@ def open_image(
     axes: str | None = None,
     *,
     spacing: dict[str, float] | None = None,
+    fallback: str | None = None,
 ) -> ImageSource:
     """Open an image lazily as ``(T, C, Z, Y, X)``.
 
@@ -432,6 +440,9 @@ def open_image(
         ``YX``; ``(Y, X, 3 or 4)``: ``YXC``). Given axes must equal declared ones.
     spacing : dict, optional
         Pixel sizes ``{"z": ..., "y": ..., "x": ...}`` that override the file's.
+    fallback : str, optional
+        Axes for a file that declares none when ``axes`` is None (prediction passes
+        the model's training axes), used when the number of dimensions fits.
 
     Returns
     -------
@@ -451,7 +462,7 @@ def open_image(
         if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
             raise DataError(f"image '{path}' has dtype {raw.dtype}; expected numbers")
         shape = tuple(int(s) for s in raw.shape)
-        use = _resolve_axes(path, axes, meta, shape)
+        use = _resolve_axes(path, axes, meta, shape, fallback)
         data = to_canonical(raw, use, path=path, file_axes=meta.axes)
         pixel_size = _spacing(path, meta, spacing)
     except BaseException:
