@@ -372,9 +372,19 @@ def _count(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def _scheduler(
     name: str, cluster: ClusterConfig | None, workers: int
 ) -> Iterator[dict[str, Any]]:
-    """The keyword arguments of ``dask.compute`` for the chosen scheduler."""
+    """The keyword arguments of ``dask.compute`` for the chosen scheduler.
+
+    When the block ends with an error, tasks still running are waited for before
+    leaving, so nothing writes into an output after the writer has removed it.
+    """
     if name == "threads":
-        yield {"scheduler": "threads", "num_workers": workers}
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="convpaint-tile")
+        try:
+            yield {"scheduler": "threads", "pool": pool}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return
     try:
         from distributed import Client
@@ -386,21 +396,38 @@ def _scheduler(
     if name == "slurm":
         from convpaint.cluster import slurm_cluster
 
-        with (
-            slurm_cluster(cluster or ClusterConfig()) as slurm,
-            Client(slurm) as client,
-        ):
-            yield {"scheduler": client}
+        with slurm_cluster(cluster or ClusterConfig()) as slurm, Client(slurm) as client:
+            with _drained(client):
+                yield {"scheduler": client}
         return
+    import dask
+
     try:
-        client = Client(name, timeout="30s")
+        client = Client(name, timeout=dask.config.get("distributed.comm.timeouts.connect"))
     except OSError as err:
         raise ConfigError(
             f"tiling.scheduler: could not reach the dask scheduler at {name} ({err}); "
             "check the address and that the scheduler is running"
         ) from err
-    with client:
+    with client, _drained(client):
         yield {"scheduler": client}
+
+
+@contextmanager
+def _drained(client: Any, timeout: float = 120.0) -> Iterator[None]:
+    """On an error, wait (bounded) until the cluster's workers have no task running."""
+    try:
+        yield
+    except BaseException:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not any(client.processing().values()):
+                    break
+            except Exception:  # the scheduler is gone: nothing runs any more
+                break
+            time.sleep(0.2)
+        raise
 
 
 # ----------------------------------------------------------------------------- one image

@@ -80,7 +80,7 @@ def plan_outputs(
     probabilities: bool = False,
 ) -> list[OutputPaths]:
     """Output paths for every input, refusing two inputs that map to one output."""
-    suffix = ".tif" if fmt == "tif" else ".zarr"
+    suffix = OUTPUT_SUFFIXES[fmt]
     plans, seen = [], {}
     for path in inputs:
         stem = file_stem(path)
