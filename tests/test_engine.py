@@ -249,9 +249,9 @@ def test_slurm_cluster_section_makes_the_job_script() -> None:
 
 def test_unreachable_scheduler_is_a_config_error(stack: dict, tmp_path: Path) -> None:
     """A scheduler address nobody listens on gives one message, and no output."""
-    from convpaint.errors import ConfigError
-
     import dask
+
+    from convpaint.errors import ConfigError
 
     model = _train(stack, tmp_path, dims="planes")
     with (
@@ -333,7 +333,7 @@ def test_tile_shape_from_memory_budget() -> None:
         TilingConfig(memory="4GB", tile={"z": 3}), pipe, (500, 4000, 4000), 2
     )
     assert fixed[0] == 3
-    with pytest.raises(ConfigError, match="tiling.memory"):
+    with pytest.raises(ConfigError, match=r"tiling\.memory"):
         plan_tile_shape(TilingConfig(memory="1MB"), pipe, (500, 4000, 4000), 2)
     planes = FeaturePipeline(specs, 1)
     assert plan_tile_shape(TilingConfig(), planes, (30, 100, 90), 2) == (1, 100, 90)
