@@ -528,7 +528,7 @@ def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly(tmp_path: Path) ->
     deep.write_text("[" * 20_000 + "]" * 20_000)
     loop = tmp_path / "loop.yaml"
     loop.write_text("a: &a [1, *a]\n")
-    for path, phrase in ((bomb, "expands to more than"), (deep, "nested too deeply"),
+    for path, phrase in ((bomb, "expands to more than"), (deep, "nested more than"),
                          (loop, "refers to its own anchor")):
         t0 = time.perf_counter()
         with pytest.raises(ConfigError, match=phrase):

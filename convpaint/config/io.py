@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ MAX_CONFIG_BYTES = 4 * 2**20
 #: Most YAML nodes a config may expand to once aliases (``*name``) are followed; an
 #: "alias bomb" (aliases of aliases) declares billions in a few hundred bytes.
 MAX_CONFIG_NODES = 100_000
+#: Deepest ``[``/``{`` nesting accepted. PyYAML's scanner slows down quadratically with
+#: flow depth, so a 50000-deep file would take minutes before any other check.
+MAX_CONFIG_DEPTH = 64
+
+_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*")
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of flow collections (brackets outside quotes and comments)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_QUOTED_OR_COMMENT.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 class _CountingLoader(yaml.SafeLoader):
@@ -145,8 +161,10 @@ def parse_config(
         config = Config.model_validate(raw)
     except ValidationError as err:
         lines = format_validation_errors(err)
+        if len(lines) == 1:  # one problem: one line, as in a batch log
+            raise ConfigError(f"{where}: {lines[0]}") from err
         raise ConfigError(
-            f"{where}: {len(lines)} invalid setting(s):\n  " + "\n  ".join(lines)
+            f"{where}: {len(lines)} invalid settings:\n  " + "\n  ".join(lines)
         ) from err
     return resolve_paths(config, base_dir) if base_dir is not None else config
 
@@ -180,18 +198,24 @@ def load_config(path: Path | str) -> Config:
             "config holds settings, not data (long input lists go in a file given to "
             "`--inputs-from`)"
         )
+    if b"\0" in data:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
     try:
         text = data.decode("utf-8")
-        if "\0" in text:
-            raise UnicodeDecodeError("utf-8", data, text.index("\0"), 0, "NUL byte")
-        raw = yaml.load(text, Loader=_CountingLoader)
+        if _flow_depth(text) > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{path}: brackets are nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                "that is not a config: check the brackets"
+            )
+        raw = yaml.load(text, Loader=_CountingLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file ({err}); expected YAML") from err
     except RecursionError as err:
         raise ConfigError(
-            f"{path}: the YAML is nested too deeply to be a config; check the brackets"
+            f"{path}: the YAML is nested too deeply to be a config; check its "
+            "indentation and brackets"
         ) from err
     return parse_config(raw, where=str(path), base_dir=path.parent)
 

@@ -55,11 +55,14 @@ _HINTS = {
 }
 
 
-def describe_os_error(err: OSError) -> str:
-    """One line: what the file system said, on which path, and what to do about it."""
+def describe_os_error(err: OSError, *, where: Path | str | None = None) -> str:
+    """One line: what the file system said, on which path (``where`` overrides the
+    error's own, e.g. to name a folder rather than a temporary file in it), and what
+    to do about it."""
     code = errno.errorcode.get(err.errno or 0, "")
     what = err.strerror or str(err)
-    where = f" at '{err.filename}'" if err.filename else ""
+    place = where if where is not None else err.filename
+    where = f" at '{place}'" if place else ""
     hint = _HINTS.get(err.errno or 0)
     return f"{what}{f' ({code})' if code else ''}{where}" + (f"; {hint}" if hint else "")
 

@@ -369,6 +369,10 @@ def acquire(output: Path | str) -> tuple[Claim, ClaimInfo | None]:
             "changing; another run is starting on it"
         )
     except OSError as err:
+        # the failing path is usually a scratch file of ours: name the folder instead
+        folder = output.parent
+        inside = err.filename is not None and Path(str(err.filename)).parent == folder
         raise OutputError(
-            f"cannot claim output '{output}': {describe_os_error(err)}"
+            f"cannot write in the output folder '{folder}' (to claim "
+            f"'{output.name}'): {describe_os_error(err, where=folder if inside else None)}"
         ) from err
