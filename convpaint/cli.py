@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # a bug's traceback: boxed on a terminal, plain (unwrapped, greppable) in logs
+    pretty_exceptions_enable=sys.stderr.isatty(),
     add_completion=False,
     # boxed, wrapped rich panels only on a terminal; plain one-line errors in logs
     rich_markup_mode="rich" if sys.stderr.isatty() else None,
@@ -217,7 +219,7 @@ class _Session:
                 code, what = err.exit_code, f"terminated by {err}"
             else:
                 code, what = 130, "interrupted (Ctrl-C)"
-            message = f"{what}; the output in progress was removed. {self.describe_stop()}"
+            message = f"{what}; no partial output was kept. {self.describe_stop()}"
             self._report_stop("interrupted", message.strip())
             _error_line(message.strip(), label="stopped")
             raise typer.Exit(code) from None
@@ -235,6 +237,11 @@ class _Session:
             from convpaint.io.atomic import describe_os_error
 
             message = f"file system error: {describe_os_error(err)}"
+        elif isinstance(err, MemoryError):
+            message = (
+                "out of memory; give the job more memory, or use fewer threads or a "
+                "smaller tiling.tile_size (--threads, --tile-size)"
+            )
         else:
             return False  # a bug: let the traceback through
         extra = self.describe_stop()
