@@ -1132,6 +1132,8 @@ def run_catalogue(
             problems.append("left behind: " + ", ".join(Path(p).name for p in left[:3]))
         message = _first_message(err).replace(str(kit.dir), "<dir>")
         message = message.replace(str(shared.dir), "<data>")
+        # what changes from run to run: this machine, process and time
+        message = re.sub(r"host [^,]+, pid \d+, since \S+?;", "host H, pid P, since T;", message)
         outcomes[i] = Outcome(c, code, message, problems, seconds)
 
     for i, c in enumerate(cases):
