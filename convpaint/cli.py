@@ -1,39 +1,66 @@
-"""The `convpaint` command: a thin typer layer over :mod:`convpaint.api`."""
+"""The `convpaint` command: a thin typer layer over :mod:`convpaint.api`.
+
+Streams, for pipelines and batch logs: **stdout carries results only** (one line per
+input, or JSON lines with ``--json``); messages, warnings, logs and progress go to
+stderr. While a command runs, Python-level prints of any library are redirected to
+stderr, and :func:`main` also points file descriptor 1 at stderr (results keep a
+private copy of the real stdout), so not even C extensions can reach stdout.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.text import Text
 
 from convpaint._version import __version__
 from convpaint.errors import ConvpaintError
 
+if TYPE_CHECKING:
+    from convpaint.batch import Plan
+    from convpaint.engine import PredictResult
+    from convpaint.io.writers import OutputPaths
+
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # a bug's traceback: boxed on a terminal, plain (unwrapped, greppable) in logs
+    pretty_exceptions_enable=sys.stderr.isatty(),
     add_completion=False,
+    # boxed, wrapped rich panels only on a terminal; plain one-line errors in logs
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Pixel classification from sparse scribbles: CNN/filter features + random forest.",
 )
-console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Verbose = Annotated[
     int,
     typer.Option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.")
+]
 Debug = Annotated[
     bool, typer.Option("--debug", help="Show the full traceback of errors.")
+]
+JsonOut = Annotated[
+    bool,
+    typer.Option("--json", help="Results as JSON lines on stdout (one object per line)."),
 ]
 Instances = Annotated[
     bool,
@@ -44,33 +71,76 @@ Instances = Annotated[
 ]
 ConfigArg = Annotated[Path, typer.Argument(help="Config file (YAML).", dir_okay=False)]
 
+#: Most threads --threads accepts: beyond it the value is a typo, not a machine.
+from convpaint.config.tiling import MAX_THREADS as _MAX_THREADS  # noqa: E402
+
+# --------------------------------------------------------------------------- output
+
+
+def plain(text: object) -> str:
+    """``text`` on one line: control characters (newlines in file names, escape
+    sequences) and undecodable bytes are shown escaped, never interpreted."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+def _error_line(message: str, *, label: str = "error") -> None:
+    """One message on stderr: a red label and the text, taken literally (no markup)."""
+    err_console.print(Text.assemble((f"{label}:", "bold red"), " ", message))
+
+
+class _Warnings:
+    """Show each distinct warning once, as one ``warning: ...`` line on stderr."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def show(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: IO[str] | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        key = (category.__name__, text)
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        _error_line(text, label="warning")
+
 
 def setup_logging(verbose: int) -> None:
-    """Rich logging to stderr: WARNING by default, INFO with -v, DEBUG with -vv."""
-    from rich.logging import RichHandler
+    """Logging to stderr: WARNING by default, INFO with -v, DEBUG with -vv.
 
+    On a terminal through rich; otherwise (batch logs) as plain timestamped lines.
+    """
     level = logging.WARNING - 10 * min(verbose, 2)
     root = logging.getLogger("convpaint")
-    root.handlers[:] = [
-        RichHandler(console=err_console, show_path=False, show_time=False)
-    ]
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
+            )
+        )
+    root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-@contextmanager
-def user_errors(debug: bool) -> Iterator[None]:
-    """Turn a user error into one red message and exit code 1."""
-    try:
-        yield
-    except (ConvpaintError, ValidationError) as err:
-        if debug:
-            raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]; no partial output was kept")
-        raise typer.Exit(130) from None
+    # tifffile reports every oddity of a file it reads; convpaint's own message says
+    # what matters, so its chatter only shows with -vv
+    logging.getLogger("tifffile").setLevel(
+        logging.DEBUG if verbose >= 2 else logging.ERROR
+    )
 
 
 def _prepare(verbose: int, quiet: bool) -> None:
@@ -80,9 +150,129 @@ def _prepare(verbose: int, quiet: bool) -> None:
     progress.configure(enabled=not quiet)
 
 
+class _Session:
+    """The frame of every command: results to stdout, everything else to stderr,
+    SIGTERM as an exception, warnings once, and user errors as one message.
+
+    ``emit`` writes one result line. Exit codes: 1 for a user error (a
+    :class:`ConvpaintError`, an invalid setting, a file-system error), 130 for Ctrl-C,
+    143 for SIGTERM, 141 when stdout was closed (``| head``). ``describe_stop``
+    (set by a command) adds what was finished to an interruption or failure message;
+    ``on_stop`` (also optional) runs before exiting, e.g. to print a JSON summary.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+        self.out: IO[str] = sys.stdout
+        self.describe_stop: Callable[[], str] = lambda: ""
+        self.on_stop: Callable[[str, str], None] = lambda status, message: None
+        self._stack: list[Any] = []
+        self._warnings = _Warnings()
+
+    def emit(self, line: str) -> None:
+        """Write one result line to stdout."""
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def __enter__(self) -> _Session:
+        from convpaint.signals import terminate_as_exception
+
+        self.out = sys.stdout
+        redirect = redirect_stdout(sys.stderr)
+        signals = terminate_as_exception()
+        caught = warnings.catch_warnings()
+        for cm in (redirect, signals, caught):
+            cm.__enter__()
+            self._stack.append(cm)
+        warnings.showwarning = self._warnings.show
+        return self
+
+    def _close(self) -> None:
+        while self._stack:
+            self._stack.pop().__exit__(None, None, None)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        err: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._close()
+        if err is None:
+            return False
+        from convpaint.signals import Terminated
+
+        if isinstance(err, (typer.Exit, typer.Abort, typer.BadParameter)):
+            return False
+        if isinstance(err, BrokenPipeError) or (
+            isinstance(err, OSError) and getattr(err, "errno", None) == 32
+        ):
+            self._silence_stdout()
+            _error_line(
+                "stdout was closed (broken pipe); stopped. " + self.describe_stop(),
+                label="stopped",
+            )
+            raise typer.Exit(141) from None
+        if isinstance(err, KeyboardInterrupt):
+            if isinstance(err, Terminated):
+                code, what = err.exit_code, f"terminated by {err}"
+            else:
+                code, what = 130, "interrupted (Ctrl-C)"
+            message = f"{what}; no partial output was kept. {self.describe_stop()}"
+            self._report_stop("interrupted", message.strip())
+            _error_line(message.strip(), label="stopped")
+            raise typer.Exit(code) from None
+        if self.debug:
+            return False
+        if isinstance(err, ConvpaintError):
+            message = str(err)
+        elif isinstance(err, ValidationError):
+            from convpaint.config import format_validation_errors
+
+            message = "invalid settings:\n  " + "\n  ".join(
+                format_validation_errors(err)
+            )
+        elif isinstance(err, OSError):
+            from convpaint.io.atomic import describe_os_error
+
+            message = f"file system error: {describe_os_error(err)}"
+        elif isinstance(err, MemoryError):
+            message = (
+                "out of memory; give the job more memory, or use fewer threads or a "
+                "smaller tiling.tile_size (--threads, --tile-size)"
+            )
+        else:
+            return False  # a bug: let the traceback through
+        extra = self.describe_stop()
+        self._report_stop("failed", message)
+        _error_line(message + (f"\n{extra}" if extra else ""))
+        raise typer.Exit(1) from None
+
+    def _report_stop(self, status: str, message: str) -> None:
+        try:
+            self.on_stop(status, message)
+        except OSError:
+            pass
+
+    def _silence_stdout(self) -> None:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, self.out.fileno())
+            os.close(fd)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+@contextmanager
+def user_errors(debug: bool) -> Iterator[_Session]:
+    """Run a command body in a :class:`_Session` (kept for existing callers)."""
+    with _Session(debug) as session:
+        yield session
+
+
 def _version(value: bool) -> None:
     if value:
-        console.print(f"convpaint {__version__}")
+        sys.stdout.write(f"convpaint {__version__}\n")
         raise typer.Exit()
 
 
@@ -98,62 +288,282 @@ def _main(
     """Pixel classification from sparse scribbles."""
 
 
+# --------------------------------------------------------------------------- train
+
+
 @app.command()
 def train(
     config: ConfigArg,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing model file.")
     ] = False,
+    json_out: JsonOut = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Train a pixel classifier from the config's train section."""
     _prepare(verbose, quiet)
-    from convpaint import api
-    from convpaint.config import load_config
+    with _Session(debug) as s:
+        from convpaint import api
+        from convpaint.config import load_config
 
-    with user_errors(debug):
         result = api.train(load_config(config), overwrite=overwrite)
-    counts = ", ".join(f"{c}: {n}" for c, n in result.samples_per_class.items())
-    console.print(
-        f"[green]Model saved to {result.model}[/] ({result.n_features} features; "
-        f"pixels per class {counts}; {result.seconds:.1f} s)"
-    )
-    if result.cv_accuracy is not None:
-        console.print(
-            f"Stroke-wise cross-validation: accuracy {result.cv_accuracy:.3f}, "
-            f"mIoU {result.cv_miou:.3f}"
+        if json_out:
+            s.emit(
+                json.dumps(
+                    {
+                        "type": "model",
+                        "model": str(result.model),
+                        "n_features": result.n_features,
+                        "samples_per_class": {
+                            str(c): n for c, n in result.samples_per_class.items()
+                        },
+                        "seconds": round(result.seconds, 3),
+                        "cv_accuracy": result.cv_accuracy,
+                        "cv_miou": result.cv_miou,
+                        "report": [str(p) for p in result.report],
+                    }
+                )
+            )
+            return
+        counts = ", ".join(f"{c}: {n}" for c, n in result.samples_per_class.items())
+        s.emit(
+            f"Model saved to {plain(result.model)} ({result.n_features} features; "
+            f"pixels per class {counts}; {result.seconds:.1f} s)"
         )
-    for path in result.report:
-        console.print(f"Report: {path}")
+        if result.cv_accuracy is not None:
+            s.emit(
+                f"Stroke-wise cross-validation: accuracy {result.cv_accuracy:.3f}, "
+                f"mIoU {result.cv_miou:.3f}"
+            )
+        for path in result.report:
+            s.emit(f"Report: {plain(path)}")
+
+
+# --------------------------------------------------------------------------- predict
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``I/N`` or ``auto`` (SLURM job array) -> ``(index, count)``."""
     if shard is None:
         return None
+    if shard.strip().lower() == "auto":
+        from convpaint.batch import shard_from_slurm
+
+        try:
+            return shard_from_slurm()
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
     try:
         i, n = (int(v) for v in shard.split("/"))
         if n < 1 or not 0 <= i < n:
             raise ValueError
     except ValueError:
         raise typer.BadParameter(
-            f"expected INDEX/COUNT with 0 <= INDEX < COUNT, got '{shard}'"
+            f"expected INDEX/COUNT with 0 <= INDEX < COUNT, or auto, got '{plain(shard)}'",
+            param_hint="--shard",
         ) from None
     return i, n
+
+
+def _tiling_overrides(tile_size: int | None, threads: int | None) -> dict[str, int]:
+    """--tile-size/--threads checked exactly like the config's tiling section."""
+    from convpaint.config import TilingConfig
+
+    given = {k: v for k, v in (("tile_size", tile_size), ("threads", threads)) if v is not None}
+    try:
+        TilingConfig(**given)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = [
+            f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']} "
+            f"(got {e.get('input')!r}; the config's tiling section has the same bounds)"
+            for e in err.errors()
+        ]
+        raise typer.BadParameter("; ".join(problems)) from None
+    if (threads or 0) > _MAX_THREADS:
+        raise typer.BadParameter(
+            f"--threads: at most {_MAX_THREADS} (got {threads}); the default is the "
+            "CPUs this job may use"
+        )
+    return given
+
+
+def _read_list(source: str) -> list[str]:
+    """Paths from ``--inputs-from FILE`` (``-``: stdin), one per line."""
+    from convpaint.errors import DataError
+    from convpaint.io.readers import read_input_list
+
+    if source == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise typer.BadParameter(
+                "'-' reads input paths from stdin, but stdin is a terminal; pipe a list "
+                "in, e.g. `find raw -name '*.tif' | convpaint predict -m M -o DIR -`"
+            )
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        where = "stdin"
+    else:
+        path = Path(source)
+        where = f"--inputs-from '{plain(source)}'"
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataError(f"{where}: cannot read the list ({err.strerror})") from err
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    return read_input_list(text, where=where)
+
+
+def _gather_inputs(items: list[str], inputs_from: str | None) -> list[str]:
+    """Positional INPUTs (``-`` = paths from stdin) plus ``--inputs-from``."""
+    out: list[str] = []
+    if items.count("-") > 1:
+        raise typer.BadParameter("'-' (paths from stdin) can be given once")
+    for item in items:
+        out.extend(_read_list("-") if item == "-" else [item])
+    if inputs_from is not None:
+        out.extend(_read_list(inputs_from))
+    return out
+
+
+class _Reporter:
+    """Prints each finished input (human line or JSON) and the final summary."""
+
+    def __init__(self, session: _Session, json_mode: bool) -> None:
+        from convpaint.batch import BatchListener
+
+        self.session = session
+        self.json = json_mode
+        self.results: list[PredictResult] = []
+        self.plan: Plan | None = None
+        self.current: Path | None = None
+        self.t0 = time.perf_counter()
+        reporter = self
+
+        class Listener(BatchListener):
+            def planned(self, plan: Plan) -> None:
+                reporter.plan = plan
+
+            def started(self, index: int, path: Path, paths: OutputPaths) -> None:
+                reporter.current = path
+
+            def finished(self, result: PredictResult) -> None:
+                reporter.current = None
+                reporter.add(result)
+
+        self.listener = Listener()
+        session.describe_stop = self.describe
+        session.on_stop = self.summary
+
+    def add(self, r: PredictResult) -> None:
+        from convpaint.batch import result_status
+
+        self.results.append(r)
+        status = result_status(r)
+        if self.json:
+            self.session.emit(
+                json.dumps(
+                    {
+                        "type": "input",
+                        "input": str(r.input),
+                        "outputs": [str(p) for p in r.outputs],
+                        "status": status,
+                        "seconds": round(r.seconds, 3),
+                        "class_fractions": {
+                            str(c): round(f, 6) for c, f in r.class_fractions.items()
+                        },
+                        "error": r.error,
+                        "skip_reason": r.skip_reason,
+                    }
+                )
+            )
+            return
+        outs = ", ".join(plain(p) for p in r.outputs)
+        if status == "done":
+            line = f"done {plain(r.input)} -> {outs} ({r.seconds:.1f} s)"
+        elif status == "skipped":
+            line = f"skipped {plain(r.input)} -> {outs or '-'} ({r.skip_reason})"
+        else:
+            line = f"failed {plain(r.input)}: {plain(r.error)}"
+        self.session.emit(line)
+
+    def counts(self) -> dict[str, int]:
+        from convpaint.batch import result_status
+
+        counts = {"done": 0, "skipped": 0, "failed": 0}
+        for r in self.results:
+            counts[result_status(r)] += 1
+        return counts
+
+    def failed(self) -> list[str]:
+        return [str(r.input) for r in self.results if r.error is not None]
+
+    def describe(self) -> str:
+        """What was finished, for an interruption or failure message."""
+        c = self.counts()
+        if self.plan is None or (self.current is None and not c["done"] + c["skipped"]):
+            return ""
+        text = (
+            f"{c['done']} of {len(self.plan.items)} input(s) were predicted and "
+            f"{c['skipped']} skipped before the stop (listed on stdout)"
+        )
+        if self.current is not None:
+            text += f"; '{plain(self.current)}' was not finished"
+        return text + "; rerun with --skip-existing to do the rest"
+
+    def summary(self, status: str = "ok", error: str | None = None) -> None:
+        c = self.counts()
+        if status == "ok" and c["failed"]:
+            status = "failed"
+        if self.plan is None and status == "failed":
+            status = "error"  # stopped before any input was looked at
+        seconds = time.perf_counter() - self.t0
+        if self.json:
+            plan = self.plan
+            self.session.emit(
+                json.dumps(
+                    {
+                        "type": "summary",
+                        "status": status,
+                        "inputs": len(plan.items) if plan else None,
+                        **c,
+                        "failed_inputs": self.failed(),
+                        "seconds": round(seconds, 3),
+                        "shard": f"{plan.shard[0]}/{plan.shard[1]}"
+                        if plan and plan.shard
+                        else None,
+                        "inputs_in_list": plan.n_total if plan else None,
+                        "list_sha256": plan.digest if plan else None,
+                        "error": error,
+                    }
+                )
+            )
+            return
+        if self.plan is None:
+            return  # an error before any input: the message on stderr says it all
+        self.session.emit(
+            f"{c['done']} predicted, {c['skipped']} skipped, {c['failed']} failed "
+            f"({len(self.plan.items)} input(s), {seconds:.1f} s)"
+        )
+        for path in self.failed():
+            self.session.emit(f"failed: {plain(path)}")
 
 
 @app.command()
 def predict(
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Argument(
-            help="Config file (YAML); omit when using --model.", dir_okay=False
+            help="Config file (YAML); with --model, the first INPUT instead.",
+            show_default=False,
         ),
     ] = None,
     inputs: Annotated[
         list[str] | None,
-        typer.Argument(help="Images, folders or quoted globs (with --model)."),
+        typer.Argument(
+            help="Images, folders or quoted globs (with --model); '-' reads paths "
+            "from stdin, one per line.",
+            show_default=False,
+        ),
     ] = None,
     model: Annotated[
         Path | None,
@@ -164,13 +574,35 @@ def predict(
         typer.Option("--output", "-o", help="Output folder (config-free form)."),
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="tif or zarr (config-free form).")
-    ] = "tif",
+        str | None,
+        typer.Option(
+            "--format",
+            help="Output format (config-free form): tif or zarr. Default: tif.",
+            show_default=False,
+        ),
+    ] = None,
+    output_name: Annotated[
+        str | None,
+        typer.Option(
+            "--output-name",
+            help="Output name template (config-free form): {stem}, {relpath}; "
+            "default {stem}_labels.",
+            show_default=False,
+        ),
+    ] = None,
     probabilities: Annotated[
         bool, typer.Option("--probabilities", help="Also write class probabilities.")
     ] = False,
     axes: Annotated[
         str | None, typer.Option("--axes", help="Input axes; default: the model's.")
+    ] = None,
+    inputs_from: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs-from",
+            help="File listing input paths, one per line ('-': stdin); e.g. written "
+            "by `convpaint plan`. Replaces predict.inputs in the config form.",
+        ),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing outputs.")
@@ -178,81 +610,245 @@ def predict(
     skip_existing: Annotated[
         bool,
         typer.Option(
-            "--skip-existing", help="Keep existing outputs, skip those inputs."
+            "--skip-existing",
+            help="Keep existing outputs and skip those inputs (also those another "
+            "run is writing).",
+        ),
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="Record a failing input and go on (config: predict.on_error: "
+            "continue); exit 1 if any failed.",
         ),
     ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
             "--shard",
-            help="INDEX/COUNT: predict every COUNT-th input from INDEX (SLURM arrays).",
+            help="INDEX/COUNT: predict every COUNT-th input from INDEX; auto: from "
+            "the SLURM job array (SLURM_ARRAY_TASK_ID/MIN/MAX/COUNT).",
         ),
     ] = None,
     tile_size: Annotated[
-        int | None, typer.Option("--tile-size", help="Tile edge (config-free form).")
+        int | None, typer.Option("--tile-size", help="Tile edge (16..16384).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", help="Threads (config-free form).")
+        int | None, typer.Option("--threads", help="Threads (1..1024).")
     ] = None,
+    json_out: JsonOut = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Predict label images: `predict CONFIG` or `predict --model M --output DIR INPUT...`."""
+    from convpaint.config.run import OUTPUT_FORMATS, check_output_name
+
     _prepare(verbose, quiet)
     if overwrite and skip_existing:
         raise typer.BadParameter("use either --overwrite or --skip-existing")
     on_exists: Literal["error", "skip", "overwrite"] | None = (
         "overwrite" if overwrite else "skip" if skip_existing else None
     )
+    on_error: Literal["stop", "continue"] | None = "continue" if keep_going else None
     part = _parse_shard(shard)
-    from convpaint import api
-    from convpaint.config import TilingConfig, load_config
-
-    with user_errors(debug):
-        if model is not None:
-            items = ([str(config)] if config is not None else []) + list(inputs or [])
-            if not items or output is None:
-                raise typer.BadParameter(
-                    "with --model give --output DIR and at least one INPUT"
-                )
-            if fmt not in ("tif", "zarr"):
-                raise typer.BadParameter(f"--format must be tif or zarr, got '{fmt}'")
-            tiling = TilingConfig(
-                **{
-                    k: v
-                    for k, v in {"tile_size": tile_size, "threads": threads}.items()
-                    if v
-                }
+    tiling_given = _tiling_overrides(tile_size, threads)
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
+            param_hint="--format",
+        )
+    if output_name is not None:
+        try:
+            check_output_name(output_name)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--output-name") from None
+    positional = ([config] if config is not None else []) + list(inputs or [])
+    if model is None:
+        config_free = {
+            "--output": output is not None,
+            "--format": fmt is not None,
+            "--output-name": output_name is not None,
+            "--probabilities": probabilities,
+            "--axes": axes is not None,
+        }
+        given = [name for name, used in config_free.items() if used]
+        if given:
+            raise typer.BadParameter(
+                f"{', '.join(given)}: only for the config-free form (--model M "
+                "--output DIR INPUT...); with a config, set predict.output_dir, format, "
+                "output_name, probabilities or axes in its predict section"
             )
-            results = api.predict(
+        if len(positional) != 1:
+            raise typer.BadParameter(
+                "give one CONFIG file (inputs come from predict.inputs or "
+                "--inputs-from), or --model M --output DIR with INPUT files"
+            )
+    elif output is None or not (positional or inputs_from):
+        raise typer.BadParameter("with --model give --output DIR and at least one INPUT")
+
+    with _Session(debug) as s:
+        from convpaint import batch
+        from convpaint.config import TilingConfig, load_config
+
+        report = _Reporter(s, json_out)
+        if model is not None:
+            items = _gather_inputs(positional, inputs_from)
+            batch.predict(
                 model,
                 items,
-                output,
+                output,  # type: ignore[arg-type]
                 axes=axes,
-                fmt=fmt,
-                probabilities=probabilities,  # type: ignore[arg-type]
+                fmt=fmt or "tif",
+                probabilities=probabilities,
+                output_name=output_name or "{stem}_labels",
                 on_exists=on_exists or "error",
-                tiling=tiling,
+                on_error=on_error or "stop",
+                tiling=TilingConfig(**tiling_given),  # type: ignore[arg-type]
                 shard=part,
+                listener=report.listener,
             )
         else:
-            if config is None or inputs:
-                raise typer.BadParameter(
-                    "give a CONFIG file, or --model/--output with INPUT files"
+            cfg = load_config(positional[0])
+            if tiling_given:
+                cfg.tiling = TilingConfig.model_validate(
+                    {**cfg.tiling.model_dump(), **tiling_given}
                 )
-            results = api.predict_from_config(
-                load_config(config), on_exists=on_exists, shard=part
+            batch.predict_from_config(
+                cfg,
+                on_exists=on_exists,
+                on_error=on_error,
+                shard=part,
+                inputs=_gather_inputs([], inputs_from) if inputs_from else None,
+                listener=report.listener,
             )
-    done = [r for r in results if not r.skipped]
-    for r in results:
-        state = "skipped (exists)" if r.skipped else f"{r.seconds:.1f} s"
-        console.print(
-            f"{r.input.name} -> {', '.join(str(p) for p in r.outputs)}  [{state}]"
+        report.summary()
+        if report.failed():
+            raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@app.command()
+def plan(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="A config file (*.yaml: its predict section), or images, folders, "
+            "quoted globs; '-' reads paths from stdin.",
+            show_default=False,
+        ),
+    ],
+    inputs_from: Annotated[
+        str | None,
+        typer.Option("--inputs-from", help="Also the paths listed in this file."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Output folder: check the output names too."
+        ),
+    ] = None,
+    output_name: Annotated[
+        str | None,
+        typer.Option("--output-name", help="Output name template (with --output)."),
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output format (with --output).")
+    ] = "tif",
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="Only this shard's inputs: INDEX/COUNT or auto."),
+    ] = None,
+    json_out: JsonOut = False,
+    verbose: Verbose = 0,
+    debug: Debug = False,
+) -> None:
+    """List the inputs a predict run takes, one path per line (for --inputs-from).
+
+    `convpaint plan "raw/**/*.tif" > inputs.txt` freezes the list, so that every task
+    of a job array shards the same files even while the folder changes. With an
+    output folder (or a config) the output names are checked for collisions too.
+    """
+    from convpaint.config.run import OUTPUT_FORMATS, check_output_name
+
+    setup_logging(verbose)
+    part = _parse_shard(shard)
+    if fmt not in OUTPUT_FORMATS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
+            param_hint="--format",
         )
-    console.print(
-        f"[green]{len(done)} image(s) predicted[/], {len(results) - len(done)} skipped"
-    )
+    if output_name is not None:
+        try:
+            check_output_name(output_name)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--output-name") from None
+    is_config = len(sources) == 1 and sources[0].lower().endswith((".yaml", ".yml"))
+    with _Session(debug) as s:
+        from convpaint import batch
+        from convpaint.config import load_config
+        from convpaint.errors import ConfigError, DataError
+
+        if is_config:
+            cfg = load_config(sources[0])
+            if cfg.predict is None:
+                raise ConfigError(
+                    f"{sources[0]}: no predict section to plan; add predict: {{inputs, ...}}"
+                )
+            p = cfg.predict
+            patterns = (
+                _gather_inputs([], inputs_from) if inputs_from else list(p.inputs)
+            )
+            the_plan = batch.plan_batch(
+                patterns,
+                p.output_dir,
+                fmt=p.format,
+                probabilities=p.probabilities,
+                output_name=p.output_name,
+                shard=part,
+            )
+            with_outputs = True
+        else:
+            patterns = _gather_inputs(sources, inputs_from)
+            if output is not None:
+                the_plan = batch.plan_batch(
+                    patterns,
+                    output,
+                    fmt=fmt,
+                    output_name=output_name or "{stem}_labels",
+                    shard=part,
+                )
+            else:  # no outputs to name: just the list
+                files, total, digest = batch.list_inputs(patterns, shard=part)
+                the_plan = batch.Plan(
+                    [(f, None) for f in files],  # type: ignore[misc]
+                    total,
+                    digest,
+                    Path.cwd(),
+                    part,
+                )
+            with_outputs = output is not None
+        for path, paths in the_plan.items:
+            if json_out:
+                record: dict[str, Any] = {"input": str(path)}
+                if with_outputs and paths is not None:
+                    record["outputs"] = [str(o) for o in paths.all]
+                    record["exists"] = bool(paths.existing())
+                s.emit(json.dumps(record))
+            else:
+                text = str(path)
+                if "\n" in text or "\r" in text:
+                    raise DataError(
+                        f"input {plain(text)!r} has a line break in its name and cannot "
+                        "be listed one per line; rename it (or use --json)"
+                    )
+                s.emit(text)
+
+
+# --------------------------------------------------------------------------- others
 
 
 @app.command()
@@ -281,9 +877,9 @@ def scribbles(
 ) -> None:
     """Draw human-like scribbles from dense ground truth (for benchmarks and tests)."""
     setup_logging(verbose)
-    from convpaint import api
+    with _Session(debug) as s:
+        from convpaint import api
 
-    with user_errors(debug):
         paths = api.make_scribbles(
             ground_truth,
             output,
@@ -293,9 +889,9 @@ def scribbles(
             instances=instances,
             on_exists="overwrite" if overwrite else "error",
         )
-    for p in paths:
-        console.print(str(p), highlight=False)
-    console.print(f"[green]{len(paths)} scribble file(s) written[/]")
+        for p in paths:
+            s.emit(plain(p))
+        s.emit(f"{len(paths)} scribble file(s) written")
 
 
 @app.command()
@@ -350,29 +946,27 @@ def evaluate(
 ) -> None:
     """Score predictions against ground truth: per-class IoU, mIoU, precision, recall, accuracy."""
     setup_logging(verbose)
-    from convpaint import api
-    from convpaint.config import load_config
+    if config is None and (not prediction or not ground_truth):
+        raise typer.BadParameter("give a CONFIG, or --prediction and --ground-truth")
+    with _Session(debug) as s:
+        from convpaint import api
+        from convpaint.config import load_config
 
-    with user_errors(debug):
         if config is not None:
             result = api.evaluate_from_config(load_config(config))
         else:
-            if not prediction or not ground_truth:
-                raise typer.BadParameter(
-                    "give a CONFIG, or --prediction and --ground-truth"
-                )
             result = api.evaluate(
-                prediction,
-                ground_truth,
+                prediction,  # type: ignore[arg-type]
+                ground_truth,  # type: ignore[arg-type]
                 output,
                 images=image,
                 scribbles=scribbles_,
                 figures=figures,
                 instances=instances,
             )
-    console.print(result["table"], highlight=False, markup=False)
-    for p in result["files"]:
-        console.print(f"written: {p}", highlight=False)
+        s.emit(result["table"])
+        for p in result["files"]:
+            s.emit(f"written: {plain(p)}")
 
 
 @app.command()
@@ -383,21 +977,22 @@ def init(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing file.")
     ] = False,
+    debug: Debug = False,
 ) -> None:
     """Write a commented template config."""
-    from convpaint.io.atomic import atomic_output
+    with _Session(debug) as s:
+        from convpaint.errors import OutputExistsError
+        from convpaint.io.atomic import atomic_output
 
-    if path.exists() and not overwrite:
-        err_console.print(
-            f"[bold red]error:[/] '{path}' exists; pass --overwrite to replace it"
+        if os.path.lexists(path) and not overwrite:
+            raise OutputExistsError(f"'{path}' exists; pass --overwrite to replace it")
+        text = (resources.files("convpaint") / "templates" / "config.yaml").read_text()
+        with atomic_output(path) as tmp:
+            tmp.write_text(text)
+        s.emit(
+            f"Template written to {plain(path)}; edit it, then run "
+            f"`convpaint check {plain(path)}`"
         )
-        raise typer.Exit(1)
-    text = (resources.files("convpaint") / "templates" / "config.yaml").read_text()
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
-    console.print(
-        f"Template written to {path}; edit it, then run `convpaint check {path}`"
-    )
 
 
 @app.command()
@@ -412,33 +1007,25 @@ def check(
 ) -> None:
     """Validate a config; print the resolved settings and planned inputs/outputs."""
     setup_logging(verbose)
-    from convpaint import api
-    from convpaint.config import Config, load_config
+    with _Session(debug) as s:
+        from convpaint import api
+        from convpaint.config import Config, load_config
 
-    if schema:
-        import json
-
-        console.print_json(json.dumps(Config.model_json_schema()))
-        return
-    with user_errors(debug):
-        plan = api.check(load_config(config))
-    console.print("[bold]Resolved config[/]")
-    console.print(plan["config"], highlight=False, markup=False)
-    if plan["train"]:
-        console.print(f"[bold]Training pairs[/] ({len(plan['train'])})")
-        for img, ann, shape, axes in plan["train"]:
-            console.print(
-                f"  {img}  +  {ann}  shape {shape} axes {axes}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    if plan["predict"]:
-        console.print(f"[bold]Planned predictions[/] ({len(plan['predict'])})")
-        for src, dst, state in plan["predict"]:
-            console.print(
-                f"  {src}  ->  {dst}  ({state})", highlight=False, soft_wrap=True
-            )
-    console.print("[green]config OK[/]")
+        if schema:
+            s.emit(json.dumps(Config.model_json_schema(), indent=2))
+            return
+        the_plan = api.check(load_config(config))
+        s.emit("Resolved config")
+        s.emit(the_plan["config"].rstrip("\n"))
+        if the_plan["train"]:
+            s.emit(f"Training pairs ({len(the_plan['train'])})")
+            for img, ann, shape, axes in the_plan["train"]:
+                s.emit(f"  {plain(img)}  +  {plain(ann)}  shape {shape} axes {axes}")
+        if the_plan["predict"]:
+            s.emit(f"Planned predictions ({len(the_plan['predict'])})")
+            for src, dst, state in the_plan["predict"]:
+                s.emit(f"  {plain(src)}  ->  {plain(dst)}  ({state})")
+        s.emit("config OK")
 
 
 @app.command()
@@ -446,35 +1033,64 @@ def info(
     model: Annotated[Path, typer.Argument(help="Model file.", dir_okay=False)],
     debug: Debug = False,
 ) -> None:
-    """Print what a model file holds."""
-    import json
+    """Print what a model file holds (JSON)."""
+    with _Session(debug) as s:
+        from convpaint import api
 
-    from convpaint import api
-
-    with user_errors(debug):
         summary = api.model_info(model)
-    console.print_json(json.dumps(summary, default=str))
+        s.emit(json.dumps(summary, default=str, indent=2))
 
 
 @app.command()
 def extractors() -> None:
     """List the registered feature extractors with their settings."""
-    from convpaint.features.registry import list_extractors
+    with _Session(False) as s:
+        from convpaint.features.registry import list_extractors
 
-    for name, (cls, params) in list_extractors().items():
-        console.print(f"[bold]{name}[/]: {(cls.__doc__ or '').strip().splitlines()[0]}")
-        for key, fld in params.model_fields.items():
-            if key == "name":
-                continue
-            default = fld.default_factory() if fld.default_factory else fld.default  # type: ignore[call-arg]
-            desc = " ".join((fld.description or "").split())
-            console.print(f"  {key} = {default!r}  {desc}", highlight=False)
-        halo = cls(params()).halo
-        console.print(f"  (default halo {halo} px)")
+        found = list_extractors()
+        for name, (cls, params) in found.items():
+            s.emit(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+            for key, fld in params.model_fields.items():
+                if key == "name":
+                    continue
+                default = fld.default_factory() if fld.default_factory else fld.default  # type: ignore[call-arg]
+                desc = " ".join((fld.description or "").split())
+                s.emit(f"  {key} = {default!r}  {desc}")
+            halo = cls(params()).halo
+            s.emit(f"  (default halo {halo} px)")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _private_stdout() -> None:
+    """Keep the real stdout for results only; send file descriptor 1 to stderr.
+
+    Libraries (and their C code) that write to fd 1 then land in stderr, while
+    ``sys.stdout`` (what the commands write results to) is a private duplicate of the
+    original stdout.
+    """
+    try:
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+        if fd != 1:
+            return
+        saved = os.dup(1)
+        os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError):
+        return
+    sys.stdout = open(
+        saved, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=True
+    )
 
 
 def main() -> None:
     """Entry point of the `convpaint` script."""
+    _private_stdout()
+    try:
+        sys.stderr.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
     app()
 
 

@@ -68,6 +68,10 @@ class PredictResult:
     skipped: bool = False
     seconds: float = 0.0
     class_fractions: dict[int, float] = field(default_factory=dict)
+    error: str | None = None
+    """Why the input failed (``--keep-going``); None when it did not."""
+    skip_reason: str | None = None
+    """Why it was skipped: the output exists, or another run is writing it."""
 
 
 # ----------------------------------------------------------------------------- blocks

@@ -12,6 +12,8 @@ __all__ = [
     "ConvpaintError",
     "DataError",
     "ModelBundleError",
+    "OutputBusyError",
+    "OutputError",
     "OutputExistsError",
     "UnknownExtractorError",
     "WeightsError",
@@ -47,3 +49,12 @@ class WeightsError(ConvpaintError):
 
 class OutputExistsError(ConvpaintError):
     """An output file exists and the user did not ask to overwrite or skip it."""
+
+
+class OutputBusyError(OutputExistsError):
+    """Another run (named in the message) is writing the same output right now."""
+
+
+class OutputError(ConvpaintError):
+    """An output cannot be written: permissions, a full disk, a file where a folder
+    should be, or a folder that convpaint did not create in the output's place."""

@@ -24,8 +24,9 @@ class RandomForestConfig(StrictModel):
           seed: 0
     """
 
-    n_estimators: PositiveInt = 100
-    """Number of trees."""
+    n_estimators: int = Field(default=100, ge=1, le=10_000)
+    """Number of trees (at most 10000: beyond a few hundred, accuracy no longer
+    improves while the model file and prediction time keep growing)."""
 
     max_depth: PositiveInt | None = None
     """Maximum depth of each tree; null grows trees until leaves are pure."""
@@ -42,8 +43,8 @@ class RandomForestConfig(StrictModel):
     max_samples_per_class: PositiveInt | None = 50_000
     """Cap on annotated pixels used per class (a seeded random subset); null uses all."""
 
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Random seed for sampling and the forest. Left empty, one is drawn and saved in the model."""
 
-    n_jobs: PositiveInt | None = None
+    n_jobs: int | None = Field(default=None, ge=1, le=1024)
     """Threads for fitting and prediction; null uses the `tiling.threads` setting."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,67 @@ __all__ = ["dump_config", "load_config", "parse_config", "resolve_paths"]
 
 #: One function per version step, applied to the raw mapping before validation.
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+#: Largest config file read (configs are a few kB; lists of inputs belong in files).
+MAX_CONFIG_BYTES = 4 * 2**20
+#: Most YAML nodes a config may expand to once aliases (``*name``) are followed; an
+#: "alias bomb" (aliases of aliases) declares billions in a few hundred bytes.
+MAX_CONFIG_NODES = 100_000
+#: Deepest ``[``/``{`` nesting accepted. PyYAML's scanner slows down quadratically with
+#: flow depth, so a 50000-deep file would take minutes before any other check.
+MAX_CONFIG_DEPTH = 64
+
+_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|#[^\n]*")
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of flow collections (brackets outside quotes and comments)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_QUOTED_OR_COMMENT.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+class _CountingLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses documents whose aliases expand too far.
+
+    Composition builds the node graph with each alias as a shared reference, so it is
+    cheap; the expanded size is then counted (memoised per node) before anything is
+    constructed, and a cycle (an alias inside its own anchor) is refused.
+    """
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise yaml.YAMLError("an alias refers to its own anchor (a recursive document)")
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(n, memo, active) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(
+            _expanded_size(k, memo, active) + _expanded_size(v, memo, active)
+            for k, v in node.value
+        )
+    active.discard(key)
+    if size > MAX_CONFIG_NODES:
+        raise yaml.YAMLError(
+            f"the document expands to more than {MAX_CONFIG_NODES} values through "
+            "aliases (*name); write the values out, or use fewer aliases"
+        )
+    memo[key] = size
+    return size
 
 
 def _migrate(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -99,8 +161,10 @@ def parse_config(
         config = Config.model_validate(raw)
     except ValidationError as err:
         lines = format_validation_errors(err)
+        if len(lines) == 1:  # one problem: one line, as in a batch log
+            raise ConfigError(f"{where}: {lines[0]}") from err
         raise ConfigError(
-            f"{where}: {len(lines)} invalid setting(s):\n  " + "\n  ".join(lines)
+            f"{where}: {len(lines)} invalid settings:\n  " + "\n  ".join(lines)
         ) from err
     return resolve_paths(config, base_dir) if base_dir is not None else config
 
@@ -114,16 +178,45 @@ def load_config(path: Path | str) -> Config:
         If the file is missing, is not valid YAML, or holds invalid settings.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config file '{path}' is a folder; give the YAML file inside it, or create "
+            "one with `convpaint init`"
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' does not exist; create one with `convpaint init {path}`"
         )
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"config file '{path}' cannot be read: {err}") from err
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: the config file is larger than {MAX_CONFIG_BYTES >> 20} MiB; a "
+            "config holds settings, not data (long input lists go in a file given to "
+            "`--inputs-from`)"
+        )
+    if b"\0" in data:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
+    try:
+        text = data.decode("utf-8")
+        if _flow_depth(text) > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{path}: brackets are nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                "that is not a config: check the brackets"
+            )
+        raw = yaml.load(text, Loader=_CountingLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file ({err}); expected YAML") from err
+    except RecursionError as err:
+        raise ConfigError(
+            f"{path}: the YAML is nested too deeply to be a config; check its "
+            "indentation and brackets"
+        ) from err
     return parse_config(raw, where=str(path), base_dir=path.parent)
 
 

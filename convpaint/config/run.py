@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -16,6 +17,7 @@ from .tiling import ClusterConfig, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
+    "OUTPUT_FORMATS",
     "Config",
     "EvaluateSection",
     "PredictSection",
@@ -23,6 +25,41 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+
+
+def check_output_name(value: str) -> str:
+    """Return ``value`` if it is a valid output name template, else raise ValueError.
+
+    Fields: ``{stem}`` (required) and ``{relpath}`` (the input's folder relative to the
+    common folder of the inputs, as a whole folder name). ``/`` separates folders;
+    absolute paths, ``..``, backslashes and format specifications are refused.
+    """
+    example = "e.g. '{stem}_labels' or '{relpath}/{stem}_labels'"
+    try:
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in string.Formatter().parse(value)
+            if name is not None
+        ]
+    except ValueError as err:
+        raise ValueError(
+            f"output_name '{value}' is not a valid template ({err}); {example}"
+        ) from None
+    names = {name for name, _, _ in fields}
+    parts = value.split("/")
+    if names - {"stem", "relpath"} or any(spec or conv for _, spec, conv in fields):
+        problem = "may only use the fields {stem} and {relpath}, without formats"
+    elif "stem" not in names:
+        problem = "must contain '{stem}'"
+    elif "\\" in value or "" in parts or ".." in parts:
+        problem = "must be a relative name without '..', '\\' or empty folder names"
+    elif "relpath" in names and (
+        "{relpath}" not in parts[:-1] or value.count("{relpath}") > 1
+    ):
+        problem = "must use '{relpath}' once, as a whole folder name"
+    else:
+        return value
+    raise ValueError(f"output_name '{value}' {problem}; {example}")
 
 
 def _as_list(cls: type, value: object) -> object:
@@ -110,13 +147,20 @@ class PredictSection(StrictModel):
     """OME-Zarr only: resolution levels written (each halves Y and X)."""
 
     output_name: str = "{stem}_labels"
-    """Output file name template without suffix; ``{stem}`` is the input name."""
+    """Output file name template without suffix: ``{stem}`` is the input's name,
+    ``{relpath}`` its folder relative to the common folder of the inputs (a glob's
+    folder before the first wildcard), so ``{relpath}/{stem}_labels`` mirrors the
+    input tree and files of the same name in different folders stay apart."""
 
     probabilities: bool = False
     """Also write float32 class probabilities (``{stem}_probabilities``), one channel per class."""
 
     on_exists: Literal["error", "skip", "overwrite"] = "error"
     """What to do when an output exists: stop with an error, skip that input, or replace it."""
+
+    on_error: Literal["stop", "continue"] = "stop"
+    """When an input fails: stop the run, or record the failure and go on with the next
+    input (`--keep-going`); the exit status is 1 if any input failed."""
 
     _as_list_inputs = field_validator("inputs", mode="before")(_as_list)
 
@@ -128,12 +172,12 @@ class PredictSection(StrictModel):
     @field_validator("output_name")
     @classmethod
     def _template(cls, value: str) -> str:
-        if "{stem}" not in value or "/" in value or "\\" in value:
-            raise ValueError(
-                f"output_name '{value}' must contain '{{stem}}' and no folder separators, "
-                "e.g. '{stem}_labels'"
-            )
-        return value
+        return check_output_name(value)
+
+
+#: The output formats, from `predict.format` itself, so that the CLI's --format
+#: and the config always accept the same list.
+OUTPUT_FORMATS: tuple[str, ...] = get_args(PredictSection.model_fields["format"].annotation)
 
 
 class EvaluateSection(StrictModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ __all__ = [
     "check_label_block",
     "expand_inputs",
     "file_stem",
+    "input_root",
     "open_image",
     "open_labels",
+    "read_input_list",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,10 +57,17 @@ def _is_supported(path: Path) -> bool:
     return _suffix(path) in SUPPORTED_SUFFIXES and not path.name.startswith(".")
 
 
+def _absolute(path: Path) -> Path:
+    """Absolute and normalised, but symlinks kept (output names follow what was given)."""
+    return Path(os.path.normpath(os.path.abspath(path)))
+
+
 def expand_inputs(patterns: list[str], *, what: str = "inputs") -> list[Path]:
     """Files named by paths, folders (their supported files) or glob patterns.
 
-    Returns the sorted, de-duplicated list.
+    A path that exists is taken literally, even if it contains glob characters
+    (``img[1].tif``). Returns absolute paths (symlinks not resolved), sorted, each
+    file once even when reached through several patterns or links.
 
     Raises
     ------
@@ -66,7 +76,8 @@ def expand_inputs(patterns: list[str], *, what: str = "inputs") -> list[Path]:
     """
     found: list[Path] = []
     for pattern in patterns:
-        if glob.has_magic(pattern):
+        path = Path(pattern)
+        if not os.path.lexists(pattern) and glob.has_magic(pattern):
             hits = [Path(p) for p in glob.glob(pattern, recursive=True)]
             hits = [p for p in hits if _is_supported(p)]
             if not hits:
@@ -75,21 +86,76 @@ def expand_inputs(patterns: list[str], *, what: str = "inputs") -> list[Path]:
                     f"({', '.join(SUPPORTED_SUFFIXES)}); check the folder and the quoting"
                 )
             found.extend(hits)
-            continue
-        path = Path(pattern)
-        if path.is_dir() and _suffix(path) != ".zarr":
+        elif path.is_dir() and _suffix(path) != ".zarr":
             hits = sorted(p for p in path.iterdir() if _is_supported(p))
             if not hits:
                 raise DataError(
-                    f"{what}: the folder '{path}' holds no supported image file"
+                    f"{what}: the folder '{path}' holds no supported image file "
+                    f"({', '.join(SUPPORTED_SUFFIXES)})"
                 )
             found.extend(hits)
         elif path.exists():
             found.append(path)
         else:
             raise DataError(f"{what}: '{path}' does not exist")
-    unique = sorted({p.resolve() for p in found})
-    return unique
+    unique: dict[Path, Path] = {}
+    for p in sorted({_absolute(p) for p in found}, key=str):
+        unique.setdefault(p.resolve(), p)
+    return sorted(unique.values(), key=str)
+
+
+def input_root(patterns: list[str]) -> Path:
+    """The folder that ``{relpath}`` in output names is relative to.
+
+    The deepest folder common to every input as given: a glob's folder before its
+    first wildcard (``raw`` for ``raw/**/*.tif``), a folder itself, a file's folder.
+    It depends only on the patterns, not on what they match today, so every task of
+    a job array agrees on it even while files are being added.
+    """
+    bases = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if not os.path.lexists(pattern) and glob.has_magic(pattern):
+            parts = []
+            for part in path.parts:
+                if glob.has_magic(part):
+                    break
+                parts.append(part)
+            bases.append(Path(*parts) if parts else Path("."))
+        elif path.is_dir() and _suffix(path) != ".zarr":
+            bases.append(path)
+        else:
+            bases.append(path.parent)
+    if not bases:
+        return _absolute(Path("."))
+    return Path(os.path.commonpath([str(_absolute(b)) for b in bases]))
+
+
+def read_input_list(text: str, *, where: str) -> list[str]:
+    """Paths listed one per line (``--inputs-from FILE``, ``-`` for stdin).
+
+    Empty lines are ignored; every other line is one literal path (no glob expansion,
+    surrounding spaces kept except the line end). Relative paths are relative to the
+    current folder.
+
+    Raises
+    ------
+    DataError
+        When the list is empty, holds a NUL byte, or names a file that does not exist.
+    """
+    if "\0" in text:
+        raise DataError(f"{where}: the list holds a NUL byte; expected one path per line")
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    paths = [line for line in lines if line.strip()]
+    if not paths:
+        raise DataError(f"{where}: the list of inputs is empty; expected one path per line")
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not os.path.lexists(line):
+            raise DataError(
+                f"{where}, line {number}: '{line}' does not exist; the list must name "
+                "existing files (write it with `convpaint plan ... > list.txt`)"
+            )
+    return paths
 
 
 @dataclass
@@ -270,6 +336,65 @@ class TiffPixels:
         self._lock = threading.Lock()
 
 
+#: Declared-to-stored size ratio beyond which a TIFF is refused. zlib cannot exceed
+#: ~1000:1 and LZW ~3000:1; 100000:1 is out of reach of real (even all-black) images.
+_MAX_TIFF_RATIO = 100_000
+#: Pages inspected at most when summing a series' stored bytes (the rest is estimated).
+_MAX_TIFF_PAGES = 4096
+
+
+def check_tiff_size(path: Path, series: Any, declared: int) -> None:
+    """Refuse a TIFF whose declared size is implausible, before anything is allocated.
+
+    Three checks on the file's own tables: every strip or tile lies inside the file;
+    the number of strips/tiles matches the declared image size; and the declared
+    (uncompressed) size is at most :data:`_MAX_TIFF_RATIO` times the bytes actually
+    stored (or exactly equal to them without compression). A crafted 1 kB file that
+    declares 300000 x 300000 pixels fails all three.
+
+    Raises
+    ------
+    DataError
+        Naming the file, what it declares and what it holds.
+    """
+    size = path.stat().st_size
+    pages = list(series.pages[:_MAX_TIFF_PAGES]) if series.pages else []
+    stored = 0
+    compressed = False
+    for page in pages:
+        if page is None:
+            continue
+        offsets = tuple(getattr(page, "dataoffsets", ()) or ())
+        counts = tuple(getattr(page, "databytecounts", ()) or ())
+        keyframe = getattr(page, "keyframe", page)
+        compressed = compressed or int(getattr(keyframe, "compression", 1) or 1) != 1
+        expected = getattr(keyframe, "chunked", None)
+        if expected is not None and len(counts) != int(np.prod(expected)):
+            raise DataError(
+                f"'{path}' is not a valid TIFF: it declares a {series.shape} "
+                f"{series.dtype} image but holds {len(counts)} strip(s)/tile(s) where "
+                f"{int(np.prod(expected))} are needed; the file is damaged or crafted: "
+                "re-export it"
+            )
+        for offset, count in zip(offsets, counts, strict=False):
+            if count and offset + count > size:
+                raise DataError(
+                    f"'{path}' is corrupt or truncated: image data at byte {offset} "
+                    f"(+{count}) lies beyond the end of the {size}-byte file; re-export it"
+                )
+        stored += sum(int(c) for c in counts)
+    if len(series.pages) > len(pages) and pages:
+        stored = stored * len(series.pages) // len(pages)
+    limit = stored * (_MAX_TIFF_RATIO if compressed else 1)
+    if declared > max(limit, 1 << 20):
+        raise DataError(
+            f"'{path}' declares a {' x '.join(map(str, series.shape))} {series.dtype} "
+            f"image ({declared / 2**30:.3g} GiB) but stores only {stored} bytes of pixel "
+            f"data in a file of {size} bytes; the size in its header is implausible (a "
+            "damaged or crafted file) and it was not read: re-export the image"
+        )
+
+
 def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
     import tifffile
 
@@ -278,6 +403,7 @@ def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
         series = tif.series[0]
         pixels = TiffPixels(path, tif)
         stack.callback(pixels.close)
+        check_tiff_size(path, series, int(np.prod(pixels.shape)) * pixels.dtype.itemsize)
         return pixels.as_dask(), tiff_metadata(tif, series, path)
     except DataError:
         raise

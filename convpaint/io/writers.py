@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -13,9 +13,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from convpaint.errors import OutputExistsError
+from convpaint.errors import OutputError, OutputExistsError
 
-from .atomic import atomic_output, remove_path
+from .atomic import atomic_output, is_convpaint_output, remove_path
 from .axes import LABEL_AXES, check_axes, probability_axes
 from .ome_zarr import (
     build_levels,
@@ -34,6 +34,8 @@ __all__ = [
     "OutputFormat",
     "OutputPaths",
     "ResultWriter",
+    "check_existing",
+    "check_output_folder",
     "label_dtype",
     "plan_outputs",
 ]
@@ -64,11 +66,25 @@ class OutputPaths:
     labels: Path
     probabilities: Path | None
 
+    @property
+    def all(self) -> list[Path]:
+        """Every output path (labels first)."""
+        return [p for p in (self.labels, self.probabilities) if p is not None]
+
     def existing(self) -> list[Path]:
         """The outputs that already exist."""
-        return [
-            p for p in (self.labels, self.probabilities) if p is not None and p.exists()
-        ]
+        return [p for p in self.all if os.path.lexists(p)]
+
+
+def _relpath(path: Path, root: Path) -> str:
+    try:
+        rel = path.parent.relative_to(root)
+    except ValueError as err:
+        raise OutputError(
+            f"input '{path}' is not inside '{root}', the folder that '{{relpath}}' in "
+            "the output name is relative to; give inputs below one common folder"
+        ) from err
+    return rel.as_posix()
 
 
 def plan_outputs(
@@ -76,31 +92,108 @@ def plan_outputs(
     output_dir: Path,
     *,
     name: str = "{stem}_labels",
-    fmt: Literal["tif", "zarr"] = "tif",
+    fmt: str = "tif",
     probabilities: bool = False,
+    root: Path | None = None,
 ) -> list[OutputPaths]:
-    """Output paths for every input, refusing two inputs that map to one output."""
+    """Output paths for every input.
+
+    ``name`` is a template with ``{stem}`` (the input's name without suffix) and
+    optionally ``{relpath}`` (the input's folder relative to ``root``, so that outputs
+    mirror the input tree). Probabilities go next to the labels as
+    ``{stem}_probabilities``.
+
+    Raises
+    ------
+    OutputExistsError
+        Two inputs would write one output, or an output would replace an input. The
+        whole list is checked, so that every shard of a job array refuses alike.
+    """
     suffix = OUTPUT_SUFFIXES[fmt]
-    plans, seen = [], {}
+    if root is None and "{relpath}" in name:
+        parents = [str(p.parent) for p in inputs]
+        root = Path(os.path.commonpath(parents)) if parents else output_dir
+    sources = {os.path.normcase(os.path.abspath(p)): p for p in inputs}
+    plans: list[OutputPaths] = []
+    seen: dict[str, Path] = {}
     for path in inputs:
         stem = file_stem(path)
-        labels = output_dir / (name.format(stem=stem) + suffix)
-        probs = (
-            output_dir / (f"{stem}_probabilities{suffix}") if probabilities else None
+        fields = {"stem": stem}
+        if root is not None:
+            fields["relpath"] = _relpath(path, root) or "."
+        labels = Path(
+            os.path.abspath(output_dir / (name.format(**fields) + suffix))
         )
-        if labels in seen:
-            raise OutputExistsError(
-                f"inputs '{seen[labels]}' and '{path}' would both write '{labels}'; "
-                "rename one, or predict them into different output folders"
-            )
-        seen[labels] = path
-        plans.append(OutputPaths(labels, probs))
+        probs = (
+            labels.with_name(f"{stem}_probabilities{suffix}") if probabilities else None
+        )
+        plan = OutputPaths(labels, probs)
+        for out in plan.all:
+            key = os.path.normcase(os.path.abspath(out))
+            if key in sources:
+                raise OutputExistsError(
+                    f"the output of input '{path}' would be '{out}', which is the input "
+                    f"'{sources[key]}' itself; choose another output folder or name"
+                )
+            if key in seen:
+                raise OutputExistsError(
+                    f"inputs '{seen[key]}' and '{path}' would both write '{out}'; "
+                    "rename one, mirror the input folders in the output name "
+                    "(output_name: '{relpath}/{stem}_labels', --output-name), or predict "
+                    "them into different output folders"
+                )
+            seen[key] = path
+        plans.append(plan)
     return plans
 
 
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder that cannot be one: the path, or a folder above it, is
+    a file. (Permissions and free space are found out by writing.)
+
+    Raises
+    ------
+    OutputError
+        Naming the file that is in the way.
+    """
+    for parent in (folder, *folder.parents):
+        if parent.is_dir():
+            return
+        if os.path.lexists(parent):
+            raise OutputError(
+                f"output folder '{folder}' cannot be created: '{parent}' is a file, not "
+                "a folder; choose another output folder"
+            )
+
+
 def check_existing(plan: OutputPaths, on_exists: OnExists) -> bool:
-    """Apply the overwrite policy; return False when the input is to be skipped."""
+    """Apply the overwrite policy; return False when the input is to be skipped.
+
+    Whatever the policy, an output path taken by something convpaint cannot have
+    written (a folder where a TIFF goes; a folder without convpaint's zarr marker; a
+    file where a zarr folder goes) is refused: it is never skipped as if done, and
+    never deleted.
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``on_exists`` is ``error``.
+    OutputError
+        Something other than a convpaint output is in an output's place.
+    """
     existing = plan.existing()
+    for path in existing:
+        zarr_like = path.suffix.lower() == ".zarr"
+        is_dir = path.is_dir() and not path.is_symlink()
+        if (is_dir and not (zarr_like and is_convpaint_output(path))) or (
+            zarr_like and not is_dir
+        ):
+            kind = "folder" if is_dir else "file"
+            raise OutputError(
+                f"'{path}' is a {kind} that convpaint did not write as an output; it "
+                "is left untouched and this input is not predicted. Move it away or "
+                "choose another output folder or name"
+            )
     if not existing:
         return True
     if on_exists == "skip":
@@ -286,9 +379,9 @@ class ResultWriter:
             # scratch array in the engine's layout, one plane per chunk, so that the
             # TIFF can be written plane by plane without decompressing neighbours
             # (finer chunks than the engine's blocks still never get shared)
-            scratch = final.with_name(
-                f".{final.name}.{uuid.uuid4().hex[:8]}.scratch.zarr"
-            )
+            # named after the temporary, so a later run that finds this run dead
+            # removes it with the rest of its partial files
+            scratch = tmp.with_name(tmp.name + ".scratch.zarr")
             self._stack.callback(remove_path, scratch)
             plane_chunks = tuple(
                 c if a in "YX" else 1 for a, c in zip(layout, chunks, strict=True)
