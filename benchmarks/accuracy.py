@@ -57,6 +57,8 @@ PRESETS: dict[str, object] = {
     "default": None,
     "vgg16": [{"name": "vgg16"}],
     "filters": [{"name": "filters"}],
+    # the filter bank as convpaint 0.1 computed it (scipy.ndimage)
+    "filters-scipy": [{"name": "filters", "implementation": "scipy"}],
     "vgg16+filters": [{"name": "vgg16"}, {"name": "filters"}],
     "vgg16-conv1": [{"name": "vgg16", "layers": ["conv1_1", "conv1_2"]}],
     "vgg16-block2": [
