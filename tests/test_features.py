@@ -109,14 +109,23 @@ def test_fast_filter_subsets_equal_full_bank(filters: list[str]) -> None:
     np.testing.assert_array_equal(part(image), full(image)[..., cols])
 
 
-@pytest.mark.parametrize("implementation", ["fast", "scipy"])
-def test_filter_bank_region_and_out(implementation: str) -> None:
+@pytest.mark.parametrize(
+    ("implementation", "sigmas"),
+    [
+        ("fast", [0.5, 2.0]),
+        ("fast", [0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0]),  # kernels wider than the block
+        ("scipy", [0.5, 2.0]),
+    ],
+)
+def test_filter_bank_region_and_out(implementation: str, sigmas: list[float]) -> None:
     """region= returns exactly that part of the block; out= may be a strided view."""
     image = np.random.default_rng(4).normal(size=(2, 45, 60)).astype(np.float32)
     e = FilterBankExtractor(
-        FilterBankParams(sigmas=[0.5, 2.0], implementation=implementation)
+        FilterBankParams(sigmas=sigmas, implementation=implementation)
     )
     whole = e(image)
+    for corner in [(slice(0, 5), slice(0, 7)), (slice(40, 45), slice(21, 60))]:
+        np.testing.assert_array_equal(e(image, region=corner), whole[corner])
     region = (slice(7, 30), slice(11, 53))
     np.testing.assert_array_equal(e(image, region=region), whole[region])
     n = e.n_features(2)

@@ -168,6 +168,28 @@ def test_volume_tiles_equal_whole_volume(ovule: np.ndarray) -> None:
     np.testing.assert_array_equal(tiled, whole)
 
 
+def test_volume_region_and_out(ovule: np.ndarray) -> None:
+    """region= returns exactly that part of the block; out= may be a strided view."""
+    e = _extractor(sigmas=[0.7, 3.5])
+    image = np.stack([ovule[:20, :30, :34], ovule[-20:, -30:, -34:]])
+    whole = e.volume(image, OVULE_SCALE)
+    for region in [
+        (slice(0, 3), slice(0, 4), slice(0, 5)),
+        (slice(6, 15), slice(11, 30), slice(2, 29)),
+        (slice(0, 20), slice(0, 30), slice(0, 34)),
+    ]:
+        np.testing.assert_array_equal(
+            e.volume(image, OVULE_SCALE, region=region), whole[region]
+        )
+    n = e.volume_n_features(2)
+    buf = np.full((9, 19, 27, n + 3), -1.0, np.float32)
+    region = (slice(6, 15), slice(11, 30), slice(2, 29))
+    got = e.volume(image, OVULE_SCALE, region=region, out=buf[..., 1 : 1 + n])
+    assert np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf[..., 1 : 1 + n], whole[region])
+    assert np.all(buf[..., 0] == -1) and np.all(buf[..., 1 + n :] == -1)
+
+
 def test_volume_halo_covers_dependencies(ovule: np.ndarray) -> None:
     """Changing voxels beyond the halo never changes the features of a block's centre."""
     scale = (3.0, 1.0, 1.0)

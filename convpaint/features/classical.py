@@ -307,7 +307,12 @@ class FilterBankExtractor:
         return self._names("filters3d", _WIDTH_3D, n_channels)
 
     def volume(
-        self, image: NDArray[np.float32], scale: tuple[float, float, float]
+        self,
+        image: NDArray[np.float32],
+        scale: tuple[float, float, float],
+        *,
+        region: tuple[slice, slice, slice] | None = None,
+        out: NDArray[np.float32] | None = None,
     ) -> NDArray[np.float32]:
         """True 3D features of a normalised block, with anisotropic sigmas.
 
@@ -326,11 +331,19 @@ class FilterBankExtractor:
             The block.
         scale : (float, float, float)
             Voxel size per axis relative to x (see :meth:`volume_halo`).
+        region : (slice, slice, slice), optional
+            Only this part of the block (the tile inside its halo) is returned; the
+            last filter stages run there only, which saves most of the work when
+            the halo is wide.
+        out : array of shape ``(z, y, x, F)``, float32, optional
+            Where to write the result (the region's size); may be a view whose
+            voxels are strided, as long as each voxel's features are adjacent.
 
         Returns
         -------
-        array of shape ``(Z, Y, X, F)``, float32, C-contiguous
-            ``F = volume_n_features(C)``, in the order of :meth:`volume_feature_names`.
+        array of shape ``(z, y, x, F)``, float32
+            ``out`` if given, else a new C-contiguous array; ``F =
+            volume_n_features(C)``, in the order of :meth:`volume_feature_names`.
 
         Raises
         ------
@@ -351,7 +364,7 @@ class FilterBankExtractor:
         spacing = tuple(float(v) for v in scale)
         if len(spacing) != 3 or min(spacing) <= 0:
             raise ValueError(f"filters: scale must be 3 positive numbers, got {scale}")
-        return self._volume_fast(image, spacing)  # type: ignore[arg-type]
+        return self._volume_fast(image, spacing, region, out)  # type: ignore[arg-type]
 
     # --- fast implementation (numba kernels) ------------------------------------------
     def _slot_table(
@@ -404,18 +417,34 @@ class FilterBankExtractor:
         t = self.params.truncate
         want = set(self._filters)
         n_sig = len(self._sigmas)
+
+        def window(margin: int) -> tuple[int, int, int, int]:
+            """The region grown by ``margin`` pixels, inside the block."""
+            return (
+                max(y0 - margin, 0),
+                min(y1 + margin, ny),
+                max(x0 - margin, 0),
+                min(x1 + margin, nx),
+            )
+
         # the distinct Gaussians the features read (a DoG's narrow scale may
-        # coincide with another sigma: the same kernel gives the same numbers)
+        # coincide with another sigma: the same kernel gives the same numbers),
+        # each computed where it is read: the region and two pixels for the
+        # derivative stencils, more where it is a structure tensor's inner scale
         kernels: dict[bytes, int] = {}
         weights: list[NDArray[np.float32]] = []
+        margins: list[int] = []
 
-        def plane_of(sigma: float) -> int:
+        def plane_of(sigma: float, margin: int = 2) -> int:
             w = ops.gaussian_weights(sigma, t)
             key = w.tobytes()
             if key not in kernels:
                 kernels[key] = len(weights)
                 weights.append(w)
-            return kernels[key]
+                margins.append(margin)
+            g = kernels[key]
+            margins[g] = max(margins[g], margin)
+            return g
 
         i_smooth = np.array([plane_of(s) for s in self._sigmas], dtype=np.int64)
         i_narrow = (
@@ -423,39 +452,45 @@ class FilterBankExtractor:
             if "dog" in want
             else i_smooth
         )
+        inner_plane: list[int | None] = []
+        for s in self._sigmas:
+            w_inner = ops.gaussian_weights(s * _ST_INNER, t)
+            g = kernels.get(w_inner.tobytes())
+            if g is not None and "structure_tensor" in want:
+                margins[g] = max(margins[g], _radius(s, t) + 1)
+            inner_plane.append(g)
         smooth = _scratch("smooth", (len(weights), ny, nx))
         tmp = _scratch("tmp", (3, ny, nx))
         if "structure_tensor" in want:
-            tensor = _scratch("tensor", (n_sig, 2, ny, nx))
+            tensor = _scratch("tensor", (n_sig, 3, ny, nx))
             products = _scratch("products", (3, ny, nx))
         else:
-            tensor = np.zeros((1, 2, 1, 1), np.float32)  # never read
+            tensor = np.zeros((1, 3, 1, 1), np.float32)  # never read
         columns = self._columns2()
         per_channel = n_feat // n_ch
         bounds = np.array([y0, y1, x0, x1], dtype=np.int64)
         for ch in range(n_ch):
             plane = np.ascontiguousarray(image[ch])
             for g, w in enumerate(weights):
-                _gaussian2(plane, w, smooth[g], tmp[0])
+                _gaussian2(plane, w, smooth[g], tmp[0], window(margins[g]))
             if "structure_tensor" in want:
                 for i, s in enumerate(self._sigmas):
-                    w_inner = ops.gaussian_weights(s * _ST_INNER, t)
-                    g = kernels.get(w_inner.tobytes())
+                    r = _radius(s, t)
+                    g = inner_plane[i]
                     if g is None:
                         inner = tmp[1]
-                        _gaussian2(plane, w_inner, inner, tmp[0])
+                        w_inner = ops.gaussian_weights(s * _ST_INNER, t)
+                        _gaussian2(plane, w_inner, inner, tmp[0], window(r + 1))
                     else:
                         inner = smooth[g]
-                    ops.gradient_products2(inner, products)
-                    w = weights[i_smooth[i]]
-                    ops.convolve_middle(products, w, tmp)
-                    ops.convolve_last(tmp.reshape(-1, nx), w, products.reshape(-1, nx))
-                    ops.eigvals_sym2(
-                        products[0].reshape(-1),
-                        products[1].reshape(-1),
-                        products[2].reshape(-1),
-                        tensor[i].reshape(2, -1),
+                    wy0, wy1, wx0, wx1 = window(r)
+                    ops.gradient_products2(
+                        inner, products, np.array([wy0, wy1, wx0, wx1], dtype=np.int64)
                     )
+                    w = weights[i_smooth[i]]
+                    ops.convolve_middle(products, w, tmp, 0, 3, y0, y1, wx0, wx1)
+                    for k in range(3):
+                        ops.convolve_last(tmp[k], w, tensor[i, k], y0, y1, x0, x1)
             dst = out[:, :, ch * per_channel : (ch + 1) * per_channel]
             ops.assemble2(
                 plane, smooth, i_smooth, i_narrow, tensor, columns, bounds, dst
@@ -463,52 +498,89 @@ class FilterBankExtractor:
         return out
 
     def _volume_fast(
-        self, image: NDArray[np.float32], spacing: tuple[float, float, float]
+        self,
+        image: NDArray[np.float32],
+        spacing: tuple[float, float, float],
+        region: tuple[slice, slice, slice] | None,
+        out: NDArray[np.float32] | None,
     ) -> NDArray[np.float32]:
         from . import filterops as ops
 
         n_ch, nz, ny, nx = image.shape
+        shape = (nz, ny, nx)
+        bounds = [
+            sl.indices(n)[:2]
+            for sl, n in zip(region or (slice(None),) * 3, shape, strict=True)
+        ]
+        n_feat = self.volume_n_features(n_ch)
+        size = tuple(b - a for a, b in bounds)
+        if out is None:
+            out = np.empty((*size, n_feat), dtype=np.float32)
+        elif out.shape != (*size, n_feat) or out.dtype != np.float32:
+            raise ValueError(
+                f"filters: out must be float32 of shape {(*size, n_feat)}, "
+                f"got {out.dtype} {out.shape}"
+            )
         t = self.params.truncate
         want = set(self._filters)
         inv_spacing = np.array([1.0 / v for v in spacing], dtype=np.float64)
-        out = np.empty((nz, ny, nx, self.volume_n_features(n_ch)), dtype=np.float32)
-        flat_out = out.reshape(nz * ny * nx, -1)
 
         def kernel(sigma: float) -> tuple[NDArray[np.float32], ...]:
             return tuple(ops.gaussian_weights(sigma / v, t) for v in spacing)
 
-        shape = (nz, ny, nx)
+        def window(margins: Sequence[int]) -> NDArray[np.int64]:
+            """The region grown by ``margins`` voxels per axis, inside the block."""
+            return np.array(
+                [
+                    v
+                    for (a, b), m, n in zip(bounds, margins, shape, strict=True)
+                    for v in (max(a - m, 0), min(b + m, n))
+                ],
+                dtype=np.int64,
+            )
+
+        exact = window((0, 0, 0))
         # one sigma's features, feature-major, in kernel slot order (see _SLOT_3D)
         feats = _scratch("v_features", (10, *shape))
         work = _scratch("v_work", (6, *shape))
-        tmp = _scratch("v_tmp", (6, *shape))
+        tmp = _scratch("v_tmp", (7, *shape))
+        inner = _scratch("v_inner", shape)
         slots = self._slot_table(_SLOT_3D, _WIDTH_3D, 10, int(self.params.intensity))
-        per_channel = self.volume_n_features(n_ch) // n_ch
+        per_channel = n_feat // n_ch
+        zs, ys, xs = (slice(a, b) for a, b in bounds)
         for ch in range(n_ch):
             plane = np.ascontiguousarray(image[ch])
-            c0 = ch * per_channel
+            dst = out[..., ch * per_channel : (ch + 1) * per_channel]
             if self.params.intensity:
-                out[..., c0] = plane
+                dst[..., 0] = plane[zs, ys, xs]
             for i, s in enumerate(self._sigmas):
-                _gaussian3(plane, kernel(s), feats[0], tmp[0])
+                radii = [w.shape[0] - 1 for w in kernel(s)]
+                _gaussian3(plane, kernel(s), feats[0], tmp[6], window((2, 2, 2)))
                 if "dog" in want:
-                    _gaussian3(plane, kernel(s * _DOG_RATIO), feats[3], tmp[0])
-                    np.subtract(feats[0], feats[3], out=feats[3])
+                    _gaussian3(plane, kernel(s * _DOG_RATIO), feats[3], tmp[6], exact)
+                    narrow = feats[3, zs, ys, xs]
+                    np.subtract(feats[0, zs, ys, xs], narrow, out=narrow)
                 if "structure_tensor" in want:
-                    _gaussian3(plane, kernel(s * _ST_INNER), tmp[1], tmp[0])
-                    ops.gradient_products3(tmp[1], inv_spacing, work)
-                    _gaussian3_stack(work, kernel(s), tmp)
-                    _eigvals3(tmp, feats[4:7])
+                    _gaussian3(
+                        plane,
+                        kernel(s * _ST_INNER),
+                        inner,
+                        tmp[6],
+                        window([r + 1 for r in radii]),
+                    )
+                    ops.gradient_products3(inner, inv_spacing, work, window(radii))
+                    for k in range(6):
+                        _gaussian3(work[k], kernel(s), tmp[k], tmp[6], exact)
+                    ops.eigvals_sym3_window(tmp[:6], feats[4:7], exact)
                 if want & {"laplacian", "gradient", "hessian"}:
-                    ops.derivatives3(feats[0], inv_spacing, work, feats[1], feats[2])
+                    ops.derivatives3(
+                        feats[0], inv_spacing, work, feats[1], feats[2], exact
+                    )
                     if "hessian" in want:
-                        _eigvals3(work, feats[7:10])
+                        ops.eigvals_sym3_window(work, feats[7:10], exact)
                 active = np.flatnonzero(slots[i] >= 0)
-                ops.scatter_columns(
-                    feats.reshape(10, -1),
-                    active.astype(np.int64),
-                    slots[i][active] + c0,
-                    flat_out,
+                ops.scatter_columns3(
+                    feats, active.astype(np.int64), slots[i][active], exact, dst
                 )
         return out
 
@@ -575,12 +647,19 @@ def _gaussian2(
     weights: NDArray[np.float32],
     out: NDArray[np.float32],
     tmp: NDArray[np.float32],
+    window: tuple[int, int, int, int],
 ) -> None:
-    """Separable Gaussian of a ``(Y, X)`` plane: columns into ``tmp``, rows into ``out``."""
+    """Separable Gaussian of a ``(Y, X)`` plane (columns into ``tmp``, then rows),
+    written to ``out`` in ``window`` ``(y0, y1, x0, x1)`` only; mirrored edges."""
     from . import filterops as ops
 
-    ops.convolve_middle(plane[None], weights, tmp[None])
-    ops.convolve_last(tmp, weights, out)
+    y0, y1, x0, x1 = window
+    r = weights.shape[0] - 1
+    nx = plane.shape[1]
+    ops.convolve_middle(
+        plane[None], weights, tmp[None], 0, 1, y0, y1, max(x0 - r, 0), min(x1 + r, nx)
+    )
+    ops.convolve_last(tmp, weights, out, y0, y1, x0, x1)
 
 
 def _gaussian3(
@@ -588,43 +667,19 @@ def _gaussian3(
     weights: tuple[NDArray[np.float32], ...],
     out: NDArray[np.float32],
     tmp: NDArray[np.float32],
+    window: NDArray[np.int64],
 ) -> None:
-    """Separable anisotropic Gaussian of a ``(Z, Y, X)`` volume (z, y, then x)."""
+    """Separable anisotropic Gaussian of a ``(Z, Y, X)`` volume (z, y, then x),
+    written to ``out`` in ``window`` (``z0, z1, y0, y1, x0, x1``) only."""
     from . import filterops as ops
 
-    nz, ny, nx = volume.shape
-    ops.convolve_middle(
-        volume.reshape(1, nz, ny * nx), weights[0], out.reshape(1, nz, ny * nx)
+    ny, nx = volume.shape[1:]
+    z0, z1, y0, y1, x0, x1 = (int(v) for v in window)
+    ry, rx = weights[1].shape[0] - 1, weights[2].shape[0] - 1
+    ylo, yhi = max(y0 - ry, 0), min(y1 + ry, ny)
+    xlo, xhi = max(x0 - rx, 0), min(x1 + rx, nx)
+    ops.convolve_outer(
+        volume, weights[0], out, np.array([z0, z1, ylo, yhi, xlo, xhi], np.int64)
     )
-    ops.convolve_middle(out, weights[1], tmp)
-    ops.convolve_last(tmp.reshape(nz * ny, nx), weights[2], out.reshape(nz * ny, nx))
-
-
-def _eigvals3(tensor: NDArray[np.float32], out: NDArray[np.float32]) -> None:
-    """Eigenvalues (descending) of a ``(6, Z, Y, X)`` field (zz, zy, zx, yy, yx, xx)
-    into ``out`` ``(3, Z, Y, X)``."""
-    from . import filterops as ops
-
-    flat = tensor.reshape(6, -1)
-    ops.eigvals_sym3(
-        flat[0], flat[1], flat[2], flat[3], flat[4], flat[5], out.reshape(3, -1)
-    )
-
-
-def _gaussian3_stack(
-    stack: NDArray[np.float32],
-    weights: tuple[NDArray[np.float32], ...],
-    out: NDArray[np.float32],
-) -> None:
-    """Separable Gaussian of each volume of a ``(K, Z, Y, X)`` stack into ``out``;
-    ``stack`` is overwritten."""
-    from . import filterops as ops
-
-    k, nz, ny, nx = stack.shape
-    ops.convolve_middle(
-        stack.reshape(k, nz, ny * nx), weights[0], out.reshape(k, nz, ny * nx)
-    )
-    ops.convolve_middle(
-        out.reshape(k * nz, ny, nx), weights[1], stack.reshape(k * nz, ny, nx)
-    )
-    ops.convolve_last(stack.reshape(-1, nx), weights[2], out.reshape(-1, nx))
+    ops.convolve_middle(out, weights[1], tmp, z0, z1, y0, y1, xlo, xhi)
+    ops.convolve_last3(tmp, weights[2], out, window)

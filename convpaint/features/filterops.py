@@ -28,14 +28,17 @@ from numpy.typing import NDArray
 __all__ = [
     "assemble2",
     "convolve_last",
+    "convolve_last3",
     "convolve_middle",
+    "convolve_outer",
     "derivatives3",
     "eigvals_sym2",
     "eigvals_sym3",
+    "eigvals_sym3_window",
     "gaussian_weights",
     "gradient_products2",
     "gradient_products3",
-    "scatter_columns",
+    "scatter_columns3",
 ]
 
 
@@ -90,63 +93,113 @@ def _mirror(i: int, n: int) -> int:
 
 
 @_jit
-def convolve_middle(src, weights, dst):  # pragma: no cover - compiled
+def convolve_middle(
+    src, weights, dst, a_lo, a_hi, lo, hi, b_lo, b_hi
+):  # pragma: no cover
     """Symmetric convolution along the middle axis of ``(A, N, B)`` float32 arrays.
 
-    ``weights`` holds offsets ``0..r`` (see :func:`gaussian_weights`); ``dst`` may
-    not alias ``src``. Vectorised along the last (contiguous) axis.
+    Writes ``dst[a_lo:a_hi, lo:hi, b_lo:b_hi]`` only, reading ``src`` mirrored at its
+    own edges (so a window's values equal the whole array's). ``weights`` holds
+    offsets ``0..r`` (see :func:`gaussian_weights`); ``dst`` may not alias ``src``.
+    Vectorised along the last (contiguous) axis.
     """
-    n_outer, n, n_inner = src.shape
+    n = src.shape[1]
     r = weights.shape[0] - 1
-    acc = np.empty(n_inner, np.float32)
-    for a in range(n_outer):
-        for i in range(n):
+    width = b_hi - b_lo
+    acc = np.empty(width, np.float32)
+    for a in range(a_lo, a_hi):
+        for i in range(lo, hi):
             w0 = weights[0]
-            row = src[a, i]
-            for b in range(n_inner):
+            row = src[a, i, b_lo:b_hi]
+            for b in range(width):
                 acc[b] = w0 * row[b]
             for k in range(1, r + 1):
                 wk = weights[k]
-                lo = src[a, _mirror(i - k, n)]
-                hi = src[a, _mirror(i + k, n)]
-                for b in range(n_inner):
-                    acc[b] += wk * (lo[b] + hi[b])
-            out = dst[a, i]
-            for b in range(n_inner):
+                below = src[a, _mirror(i - k, n), b_lo:b_hi]
+                above = src[a, _mirror(i + k, n), b_lo:b_hi]
+                for b in range(width):
+                    acc[b] += wk * (below[b] + above[b])
+            out = dst[a, i, b_lo:b_hi]
+            for b in range(width):
                 out[b] = acc[b]
 
 
 @_jit
-def convolve_last(src, weights, dst):  # pragma: no cover - compiled
+def convolve_outer(src, weights, dst, window):  # pragma: no cover - compiled
+    """Symmetric convolution along the first axis of ``(N, Y, X)`` float32 arrays,
+    written in ``window`` (int64 ``n0, n1, y0, y1, x0, x1``) only; as
+    :func:`convolve_middle` otherwise."""
+    n = src.shape[0]
+    r = weights.shape[0] - 1
+    i0, i1, y0, y1, x0, x1 = (
+        window[0],
+        window[1],
+        window[2],
+        window[3],
+        window[4],
+        window[5],
+    )
+    width = x1 - x0
+    acc = np.empty(width, np.float32)
+    for i in range(i0, i1):
+        for y in range(y0, y1):
+            w0 = weights[0]
+            row = src[i, y, x0:x1]
+            for b in range(width):
+                acc[b] = w0 * row[b]
+            for k in range(1, r + 1):
+                wk = weights[k]
+                below = src[_mirror(i - k, n), y, x0:x1]
+                above = src[_mirror(i + k, n), y, x0:x1]
+                for b in range(width):
+                    acc[b] += wk * (below[b] + above[b])
+            out = dst[i, y, x0:x1]
+            for b in range(width):
+                out[b] = acc[b]
+
+
+@_jit
+def convolve_last(src, weights, dst, m_lo, m_hi, lo, hi):  # pragma: no cover
     """Symmetric convolution along the last axis of ``(M, N)`` float32 arrays.
 
-    Same arithmetic as :func:`convolve_middle` (taps summed in the same order);
-    each line is mirrored into a buffer so that the tap loop reads plain slices.
+    Writes ``dst[m_lo:m_hi, lo:hi]`` only, each line mirrored at its own ends. Same
+    arithmetic as :func:`convolve_middle` (taps summed in the same order); the
+    needed part of each line is mirrored into a buffer so that the tap loop reads
+    plain slices.
     """
-    n_lines, n = src.shape
+    n = src.shape[1]
     r = weights.shape[0] - 1
-    buf = np.empty(n + 2 * r, np.float32)
-    acc = np.empty(n, np.float32)
-    for m in range(n_lines):
+    width = hi - lo
+    buf = np.empty(width + 2 * r, np.float32)
+    acc = np.empty(width, np.float32)
+    for m in range(m_lo, m_hi):
         line = src[m]
-        for j in range(r):
-            buf[j] = line[_mirror(j - r, n)]
-            buf[n + r + j] = line[_mirror(n + j, n)]
-        for x in range(n):
-            buf[r + x] = line[x]
+        # samples lo-r .. hi+r of the mirrored line: a plain (vectorised) copy
+        # inside, index arithmetic only beyond the ends
+        start = lo - r
+        a = min(max(start, 0), n)
+        b = max(min(hi + r, n), a)
+        for j in range(a - start):
+            buf[j] = line[_mirror(start + j, n)]
+        inside = buf[a - start : b - start]
+        part = line[a:b]
+        for j in range(b - a):
+            inside[j] = part[j]
+        for j in range(b - start, width + 2 * r):
+            buf[j] = line[_mirror(start + j, n)]
         w0 = weights[0]
-        centre = buf[r : r + n]
-        for x in range(n):
+        centre = buf[r : r + width]
+        for x in range(width):
             acc[x] = w0 * centre[x]
         for k in range(1, r + 1):
             wk = weights[k]
             # slices: plain non-negative indices let LLVM vectorise the loop
-            lo = buf[r - k : r - k + n]
-            hi = buf[r + k : r + k + n]
-            for x in range(n):
-                acc[x] += wk * (lo[x] + hi[x])
-        out = dst[m]
-        for x in range(n):
+            left = buf[r - k : r - k + width]
+            right = buf[r + k : r + k + width]
+            for x in range(width):
+                acc[x] += wk * (left[x] + right[x])
+        out = dst[m, lo:hi]
+        for x in range(width):
             out[x] = acc[x]
 
 
@@ -249,6 +302,46 @@ def eigvals_sym3(a11, a12, a13, a22, a23, a33, out):  # pragma: no cover - compi
         out[2, i] = e2
 
 
+@_jit
+def eigvals_sym3_window(tensor, out, window):  # pragma: no cover - compiled
+    """As :func:`eigvals_sym3` for ``(6, Z, Y, X)`` components (zz, zy, zx, yy, yx,
+    xx) into ``(3, Z, Y, X)``, in ``window`` (int64 ``z0, z1, y0, y1, x0, x1``)."""
+    x0, x1 = window[4], window[5]
+    for z in range(window[0], window[1]):
+        for y in range(window[2], window[3]):
+            a11 = tensor[0, z, y, x0:x1]
+            a12 = tensor[1, z, y, x0:x1]
+            a13 = tensor[2, z, y, x0:x1]
+            a22 = tensor[3, z, y, x0:x1]
+            a23 = tensor[4, z, y, x0:x1]
+            a33 = tensor[5, z, y, x0:x1]
+            e0 = out[0, z, y, x0:x1]
+            e1 = out[1, z, y, x0:x1]
+            e2 = out[2, z, y, x0:x1]
+            for x in range(x1 - x0):
+                v0, v1, v2 = _eig3(
+                    np.float64(a11[x]),
+                    np.float64(a12[x]),
+                    np.float64(a13[x]),
+                    np.float64(a22[x]),
+                    np.float64(a23[x]),
+                    np.float64(a33[x]),
+                )
+                e0[x] = v0
+                e1[x] = v1
+                e2[x] = v2
+
+
+@_jit
+def convolve_last3(src, weights, dst, window):  # pragma: no cover - compiled
+    """:func:`convolve_last` along x of ``(Z, Y, X)`` arrays, in ``window`` (int64
+    ``z0, z1, y0, y1, x0, x1``)."""
+    for z in range(window[0], window[1]):
+        convolve_last(
+            src[z], weights, dst[z], window[2], window[3], window[4], window[5]
+        )
+
+
 @_jit(inline="always")
 def _clamped_rows(plane, y, half, pad):  # pragma: no cover - compiled
     # rows y-half..y+half of ``plane`` (clamped at the edges), each extended by
@@ -266,25 +359,28 @@ def _clamped_rows(plane, y, half, pad):  # pragma: no cover - compiled
 
 
 @_jit
-def gradient_products2(smooth, out):  # pragma: no cover - compiled
+def gradient_products2(smooth, out, window):  # pragma: no cover - compiled
     """Structure-tensor products ``(gy*gy, gy*gx, gx*gx)`` of central differences.
 
-    ``smooth`` is ``(Y, X)``; ``out`` is ``(3, Y, X)``, float32. Differences are
-    clamped at the block edges.
+    ``smooth`` is ``(Y, X)``; ``out`` is ``(3, Y, X)``, float32, written in
+    ``window`` (int64 ``y0, y1, x0, x1``) only. Differences are clamped at the
+    block edges.
     """
-    ny, nx = smooth.shape
+    nx = smooth.shape[1]
+    y0, y1, x0, x1 = window[0], window[1], window[2], window[3]
+    width = x1 - x0
     half = np.float32(0.5)
     pad = np.empty((3, nx + 2), np.float32)
-    for y in range(ny):
+    for y in range(y0, y1):
         _clamped_rows(smooth, y, 1, pad)
-        up = pad[0, 1 : nx + 1]
-        down = pad[2, 1 : nx + 1]
-        left = pad[1, 0:nx]
-        right = pad[1, 2 : nx + 2]
-        o0 = out[0, y]
-        o1 = out[1, y]
-        o2 = out[2, y]
-        for x in range(nx):
+        up = pad[0, x0 + 1 : x1 + 1]
+        down = pad[2, x0 + 1 : x1 + 1]
+        left = pad[1, x0:x1]
+        right = pad[1, x0 + 2 : x1 + 2]
+        o0 = out[0, y, x0:x1]
+        o1 = out[1, y, x0:x1]
+        o2 = out[2, y, x0:x1]
+        for x in range(width):
             gy = (down[x] - up[x]) * half
             gx = (right[x] - left[x]) * half
             o0[x] = gy * gy
@@ -293,34 +389,58 @@ def gradient_products2(smooth, out):  # pragma: no cover - compiled
 
 
 @_jit
-def gradient_products3(smooth, inv_spacing, out):  # pragma: no cover - compiled
+def gradient_products3(smooth, inv_spacing, out, window):  # pragma: no cover
     """3D structure-tensor products of central differences in x-pixel units.
 
-    ``smooth`` is ``(Z, Y, X)``; ``inv_spacing`` is ``(1/sz, 1/sy, 1/sx)`` in x-pixels;
-    ``out`` is ``(6, Z, Y, X)``: zz, zy, zx, yy, yx, xx.
+    ``smooth`` is ``(Z, Y, X)``; ``inv_spacing`` is ``(1/sz, 1/sy, 1/sx)``;
+    ``out`` is ``(6, Z, Y, X)`` (zz, zy, zx, yy, yx, xx), written in ``window``
+    (int64 ``z0, z1, y0, y1, x0, x1``) only. Differences are clamped at the faces;
+    float64 arithmetic.
     """
     nz, ny, nx = smooth.shape
     hz = 0.5 * inv_spacing[0]
     hy = 0.5 * inv_spacing[1]
     hx = 0.5 * inv_spacing[2]
-    for z in range(nz):
-        z0 = max(z - 1, 0)
-        z1 = min(z + 1, nz - 1)
-        for y in range(ny):
-            y0 = max(y - 1, 0)
-            y1 = min(y + 1, ny - 1)
+    z0, z1, y0, y1, x0, x1 = (
+        window[0],
+        window[1],
+        window[2],
+        window[3],
+        window[4],
+        window[5],
+    )
+    width = x1 - x0
+    centre = np.empty(nx + 2, np.float32)
+    for z in range(z0, z1):
+        for y in range(y0, y1):
+            row = smooth[z, y]
+            centre[0] = row[0]
+            centre[nx + 1] = row[nx - 1]
+            inner = centre[1 : nx + 1]
             for x in range(nx):
-                x0 = max(x - 1, 0)
-                x1 = min(x + 1, nx - 1)
-                gz = (np.float64(smooth[z1, y, x]) - np.float64(smooth[z0, y, x])) * hz
-                gy = (np.float64(smooth[z, y1, x]) - np.float64(smooth[z, y0, x])) * hy
-                gx = (np.float64(smooth[z, y, x1]) - np.float64(smooth[z, y, x0])) * hx
-                out[0, z, y, x] = gz * gz
-                out[1, z, y, x] = gz * gy
-                out[2, z, y, x] = gz * gx
-                out[3, z, y, x] = gy * gy
-                out[4, z, y, x] = gy * gx
-                out[5, z, y, x] = gx * gx
+                inner[x] = row[x]
+            left = centre[x0:x1]
+            right = centre[x0 + 2 : x1 + 2]
+            front = smooth[max(z - 1, 0), y, x0:x1]
+            back = smooth[min(z + 1, nz - 1), y, x0:x1]
+            up = smooth[z, max(y - 1, 0), x0:x1]
+            down = smooth[z, min(y + 1, ny - 1), x0:x1]
+            o0 = out[0, z, y, x0:x1]
+            o1 = out[1, z, y, x0:x1]
+            o2 = out[2, z, y, x0:x1]
+            o3 = out[3, z, y, x0:x1]
+            o4 = out[4, z, y, x0:x1]
+            o5 = out[5, z, y, x0:x1]
+            for x in range(width):
+                gz = (np.float64(back[x]) - np.float64(front[x])) * hz
+                gy = (np.float64(down[x]) - np.float64(up[x])) * hy
+                gx = (np.float64(right[x]) - np.float64(left[x])) * hx
+                o0[x] = gz * gz
+                o1[x] = gz * gy
+                o2[x] = gz * gx
+                o3[x] = gy * gy
+                o4[x] = gy * gx
+                o5[x] = gx * gx
 
 
 @_jit
@@ -344,8 +464,9 @@ def assemble2(
     i_smooth, i_narrow : int64 ``(S,)``
         Per sigma, the planes of ``smooth`` that hold its Gaussian and the narrower
         Gaussian of its difference of Gaussians.
-    tensor : ``(S, 2, Y, X)``
-        Structure-tensor eigenvalues per sigma (not read when no column wants them).
+    tensor : ``(S, 3, Y, X)``
+        Smoothed structure-tensor components (yy, yx, xx) per sigma, whose
+        eigenvalues are features (not read when no column wants them).
     columns : int64 ``(1 + 8 S,)``
         Column of ``out`` for the intensity, then per sigma for gaussian, laplacian,
         gradient, dog, structure tensor (2) and Hessian (2); ``-1`` skips one.
@@ -369,7 +490,9 @@ def assemble2(
     for i in range(n_sigmas):
         if columns[1 + 8 * i + 4] >= 0:
             read_tensor = True
-    vals = np.empty((n_cols + 1, width), np.float32)
+    # rows 16 floats longer than the region: with a power-of-two width (tiles of
+    # 512) the copy's reads down a column would all hit the same cache sets
+    vals = np.empty((n_cols + 1, width + 16), np.float32)
     pad = np.empty((5, nx + 4), np.float32)
     for y in range(y0, y1):
         src = plane[y, x0:x1]
@@ -419,13 +542,15 @@ def assemble2(
                 v_h0[x] = e0
                 v_h1[x] = e1
             if read_tensor:
-                t0 = tensor[i, 0, y, x0:x1]
-                t1 = tensor[i, 1, y, x0:x1]
+                jyy = tensor[i, 0, y, x0:x1]
+                jyx = tensor[i, 1, y, x0:x1]
+                jxx = tensor[i, 2, y, x0:x1]
                 v_t0 = vals[rows[r + 4]]
                 v_t1 = vals[rows[r + 5]]
                 for x in range(width):
-                    v_t0[x] = t0[x]
-                    v_t1[x] = t1[x]
+                    e0, e1 = _eig2(jyy[x], jyx[x], jxx[x], half)
+                    v_t0[x] = e0
+                    v_t1[x] = e1
         orow = out[y - y0]
         for x in range(width):
             px = orow[x]
@@ -434,7 +559,9 @@ def assemble2(
 
 
 @_jit
-def derivatives3(smooth, inv_spacing, hessian, laplacian, gradient):  # pragma: no cover
+def derivatives3(
+    smooth, inv_spacing, hessian, laplacian, gradient, window
+):  # pragma: no cover - compiled
     """Hessian, Laplacian and gradient magnitude of a smoothed 3D block.
 
     Central differences in x-pixel units (differences along axis ``i`` times
@@ -451,6 +578,8 @@ def derivatives3(smooth, inv_spacing, hessian, laplacian, gradient):  # pragma: 
         Receives zz, zy, zx, yy, yx, xx.
     laplacian, gradient : float32 ``(Z, Y, X)``
         Receive the trace of the Hessian and the gradient magnitude.
+    window : int64 ``(6,)``
+        ``z0, z1, y0, y1, x0, x1``: the outputs are written there only.
     """
     nz, ny, nx = smooth.shape
     hz = 0.5 * inv_spacing[0]
@@ -475,8 +604,17 @@ def derivatives3(smooth, inv_spacing, hessian, laplacian, gradient):  # pragma: 
         ]
     )
     pad = np.empty((offsets.shape[0], nx + 4), np.float32)
-    for z in range(nz):
-        for y in range(ny):
+    z0, z1, y0, y1, x0, x1 = (
+        window[0],
+        window[1],
+        window[2],
+        window[3],
+        window[4],
+        window[5],
+    )
+    width = x1 - x0
+    for z in range(z0, z1):
+        for y in range(y0, y1):
             for k in range(offsets.shape[0]):
                 zz = min(max(z + offsets[k, 0], 0), nz - 1)
                 yy = min(max(y + offsets[k, 1], 0), ny - 1)
@@ -489,40 +627,40 @@ def derivatives3(smooth, inv_spacing, hessian, laplacian, gradient):  # pragma: 
                 inner = dst[2 : nx + 2]
                 for x in range(nx):
                     inner[x] = row[x]
-            c = pad[0, 2 : nx + 2]
-            c_xm2 = pad[0, 0:nx]
-            c_xm1 = pad[0, 1 : nx + 1]
-            c_xp1 = pad[0, 3 : nx + 3]
-            c_xp2 = pad[0, 4 : nx + 4]
-            ym2 = pad[1, 2 : nx + 2]
-            ym1 = pad[2, 2 : nx + 2]
-            ym1_xm1 = pad[2, 1 : nx + 1]
-            ym1_xp1 = pad[2, 3 : nx + 3]
-            yp1 = pad[3, 2 : nx + 2]
-            yp1_xm1 = pad[3, 1 : nx + 1]
-            yp1_xp1 = pad[3, 3 : nx + 3]
-            yp2 = pad[4, 2 : nx + 2]
-            zm2 = pad[5, 2 : nx + 2]
-            zm1 = pad[6, 2 : nx + 2]
-            zm1_xm1 = pad[6, 1 : nx + 1]
-            zm1_xp1 = pad[6, 3 : nx + 3]
-            zp1 = pad[7, 2 : nx + 2]
-            zp1_xm1 = pad[7, 1 : nx + 1]
-            zp1_xp1 = pad[7, 3 : nx + 3]
-            zp2 = pad[8, 2 : nx + 2]
-            zm1_ym1 = pad[9, 2 : nx + 2]
-            zm1_yp1 = pad[10, 2 : nx + 2]
-            zp1_ym1 = pad[11, 2 : nx + 2]
-            zp1_yp1 = pad[12, 2 : nx + 2]
-            o_zz = hessian[0, z, y]
-            o_zy = hessian[1, z, y]
-            o_zx = hessian[2, z, y]
-            o_yy = hessian[3, z, y]
-            o_yx = hessian[4, z, y]
-            o_xx = hessian[5, z, y]
-            o_lap = laplacian[z, y]
-            o_grad = gradient[z, y]
-            for x in range(nx):
+            c = pad[0, x0 + 2 : x1 + 2]
+            c_xm2 = pad[0, x0:x1]
+            c_xm1 = pad[0, x0 + 1 : x1 + 1]
+            c_xp1 = pad[0, x0 + 3 : x1 + 3]
+            c_xp2 = pad[0, x0 + 4 : x1 + 4]
+            ym2 = pad[1, x0 + 2 : x1 + 2]
+            ym1 = pad[2, x0 + 2 : x1 + 2]
+            ym1_xm1 = pad[2, x0 + 1 : x1 + 1]
+            ym1_xp1 = pad[2, x0 + 3 : x1 + 3]
+            yp1 = pad[3, x0 + 2 : x1 + 2]
+            yp1_xm1 = pad[3, x0 + 1 : x1 + 1]
+            yp1_xp1 = pad[3, x0 + 3 : x1 + 3]
+            yp2 = pad[4, x0 + 2 : x1 + 2]
+            zm2 = pad[5, x0 + 2 : x1 + 2]
+            zm1 = pad[6, x0 + 2 : x1 + 2]
+            zm1_xm1 = pad[6, x0 + 1 : x1 + 1]
+            zm1_xp1 = pad[6, x0 + 3 : x1 + 3]
+            zp1 = pad[7, x0 + 2 : x1 + 2]
+            zp1_xm1 = pad[7, x0 + 1 : x1 + 1]
+            zp1_xp1 = pad[7, x0 + 3 : x1 + 3]
+            zp2 = pad[8, x0 + 2 : x1 + 2]
+            zm1_ym1 = pad[9, x0 + 2 : x1 + 2]
+            zm1_yp1 = pad[10, x0 + 2 : x1 + 2]
+            zp1_ym1 = pad[11, x0 + 2 : x1 + 2]
+            zp1_yp1 = pad[12, x0 + 2 : x1 + 2]
+            o_zz = hessian[0, z, y, x0:x1]
+            o_zy = hessian[1, z, y, x0:x1]
+            o_zx = hessian[2, z, y, x0:x1]
+            o_yy = hessian[3, z, y, x0:x1]
+            o_yx = hessian[4, z, y, x0:x1]
+            o_xx = hessian[5, z, y, x0:x1]
+            o_lap = laplacian[z, y, x0:x1]
+            o_grad = gradient[z, y, x0:x1]
+            for x in range(width):
                 cx = np.float64(c[x])
                 gz = (np.float64(zp1[x]) - np.float64(zm1[x])) * hz
                 gy = (np.float64(yp1[x]) - np.float64(ym1[x])) * hy
@@ -559,16 +697,20 @@ def derivatives3(smooth, inv_spacing, hessian, laplacian, gradient):  # pragma: 
 
 
 @_jit
-def scatter_columns(features, rows, columns, out):  # pragma: no cover - compiled
-    """Copy feature-major rows into pixel-major columns: ``out[n, columns[j]] =
-    features[rows[j], n]`` for every ``n``.
+def scatter_columns3(features, rows, columns, window, out):  # pragma: no cover
+    """Copy feature-major volumes into pixel-major columns within a window:
+    ``out[z - z0, y - y0, x - x0, columns[j]] = features[rows[j], z, y, x]``.
 
-    ``features`` is ``(K, N)``, ``out`` ``(N, F)`` (float32); ``rows`` and
-    ``columns`` are int64 of equal length.
+    ``features`` is ``(K, Z, Y, X)``; ``window`` int64 ``z0, z1, y0, y1, x0, x1``;
+    ``out`` is ``(z1 - z0, y1 - y0, x1 - x0, F)`` (float32, may be a strided view
+    whose last axis is contiguous); ``rows`` and ``columns`` int64 of equal length.
     """
-    n = features.shape[1]
+    z0, y0, x0 = window[0], window[2], window[4]
     m = rows.shape[0]
-    for i in range(n):
-        px = out[i]
-        for j in range(m):
-            px[columns[j]] = features[rows[j], i]
+    for z in range(z0, window[1]):
+        for y in range(y0, window[3]):
+            orow = out[z - z0, y - y0]
+            for x in range(x0, window[5]):
+                px = orow[x - x0]
+                for j in range(m):
+                    px[columns[j]] = features[rows[j], z, y, x]
