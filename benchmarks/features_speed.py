@@ -18,6 +18,7 @@ Writes ``results/features_speed.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -120,34 +121,49 @@ def main(argv: list[str] | None = None) -> int:
     shape = image.shape[1:]
     mpx = shape[0] * shape[1] / 1e6
     filters = params_model("filters")
-    variants: list[tuple[str, object, bool]] = [
+    vgg16 = params_model("vgg16")
+    # (name, extractor, region/out, kind): compiled and scipy kernels release the GIL
+    # and run one tile per thread; torch runs one tile at a time on all threads
+    variants: list[tuple[str, object, bool, str]] = [
         (
             "filters, scipy (convpaint 0.1)",
             build_extractor(filters(implementation="scipy")),
             False,
+            "tiles",
         ),
-        ("filters, fast", build_extractor(filters()), False),
-        ("filters, fast, region/out", build_extractor(filters()), True),
+        ("filters, fast", build_extractor(filters()), False, "tiles"),
+        ("filters, fast, region/out", build_extractor(filters()), True, "tiles"),
     ]
     if args.vgg16:
-        variants.append(
-            ("vgg16 conv1_1 (1, 2, 4)", build_extractor(params_model("vgg16")()), False)
-        )
-    halo = max(e.halo for _, e, _ in variants)  # type: ignore[attr-defined]
-    alignment = int(np.lcm.reduce([e.alignment for _, e, _ in variants]))  # type: ignore[attr-defined]
+        variants += [
+            (
+                "vgg16 conv1_1 x1,2,4, torch (convpaint 0.1)",
+                build_extractor(vgg16(implementation="torch")),
+                False,
+                "torch",
+            ),
+            ("vgg16 conv1_1 x1,2,4, fast", build_extractor(vgg16()), False, "tiles"),
+            (
+                "vgg16 conv1_1 x1,2,4, fast, region/out",
+                build_extractor(vgg16()),
+                True,
+                "tiles",
+            ),
+        ]
+    halo = max(e.halo for _, e, _, _ in variants)  # type: ignore[attr-defined]
+    alignment = int(np.lcm.reduce([e.alignment for _, e, _, _ in variants]))  # type: ignore[attr-defined]
     pad = halo + alignment
     padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
 
-    def runner(extractor: object, region: bool, threads: int) -> Callable[[], float]:
-        is_torch = type(extractor).__module__.endswith(("cnn", "networks", "torchnet"))
-
+    def runner(
+        extractor: object, region: bool, kind: str, threads: int
+    ) -> Callable[[], float]:
         def run() -> float:
-            workers = 1 if is_torch else threads
-            if is_torch:
+            if kind == "torch":
                 import torch
 
                 torch.set_num_threads(threads)
-            with threadpool_limits(limits=1 if not is_torch else threads):
+            with threadpool_limits(limits=threads if kind == "torch" else 1):
                 return run_tiled(
                     extractor,
                     padded,
@@ -155,50 +171,55 @@ def main(argv: list[str] | None = None) -> int:
                     extractor.halo,  # type: ignore[attr-defined]
                     extractor.alignment,  # type: ignore[attr-defined]
                     args.tile,
-                    workers,
+                    1 if kind == "torch" else threads,
                     region,
                 )
 
         return run
 
+    load_before = os.getloadavg()[0]
     # warm-up: compile or load cached kernels, fault in memory
-    for _, e, region in variants:
-        runner(e, region, 1)()
+    for _, e, region, kind in variants:
+        runner(e, region, kind, 1)()
     times: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.repeats):
         for threads in args.threads:
-            for name, e, region in variants:
-                sec = runner(e, region, threads)()
+            for name, e, region, kind in variants:
+                sec = runner(e, region, kind, threads)()
                 times.setdefault((name, threads), []).append(sec / mpx)
                 print(
                     f"{name:34s} {threads} thread(s): {sec / mpx:.3f} s/Mpx",
                     file=sys.stderr,
                 )
 
+    load_after = os.getloadavg()[0]
     lines = [
         f"Image: `{args.image.name}` ({shape[0]} x {shape[1]}, {mpx:.2f} Mpx), tiles of "
         f"{args.tile} px plus the halo, {args.repeats} runs each, alternating; "
-        f"seconds per megapixel of output (best / median). Machine: "
-        f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs.",
+        f"wall seconds per megapixel of output (best / median). Machine: "
+        f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, load average "
+        f"{load_before:.1f} before and {load_after:.1f} after the runs (other jobs "
+        "on the machine count).",
         "",
         "| features | F | "
         + " | ".join(f"{t} thread{'s' if t > 1 else ''}" for t in args.threads)
         + " |",
         "|---|---|" + "---|" * len(args.threads),
     ]
-    base = {t: min(times[(variants[0][0], t)]) for t in args.threads}
-    for name, e, _ in variants:
+    for name, e, _, _ in variants:
+        ref = variants[0][0] if name.startswith("filters") else variants[3][0]
         cells = []
         for t in args.threads:
             ts = times[(name, t)]
-            speedup = base[t] / min(ts)
+            speedup = min(times[(ref, t)]) / min(ts)
             cells.append(
                 f"{min(ts):.3f} / {statistics.median(ts):.3f} ({speedup:.1f}x)"
             )
         lines.append(f"| {name} | {e.n_features(1)} | " + " | ".join(cells) + " |")  # type: ignore[attr-defined]
     lines.append("")
     lines.append(
-        "(N.Nx): speed relative to the scipy filter bank with the same threads. "
+        "(N.Nx): speed relative to convpaint 0.1's implementation of the same "
+        "features with the same threads. "
         "*region/out*: the extractor computes only the tile and writes it straight into "
         "the classifier's rows (`extractor(block, region=..., out=...)`) instead of "
         "returning the whole block for the pipeline to trim and copy."

@@ -34,6 +34,7 @@ _tiled = tiled_features
 
 EXTRACTOR_CASES = {
     "vgg16": [{"name": "vgg16"}],
+    "vgg16-torch": [{"name": "vgg16", "implementation": "torch"}],
     "vgg16-deeper": [
         {
             "name": "vgg16",
@@ -149,9 +150,45 @@ def test_scipy_implementation_is_unchanged() -> None:
     assert digest == "626ec28d86cf849d0f2a8ba23c51d41c28a697b33fe4f9e4ff38918fe6153f21"
 
 
-def test_models_without_implementation_keep_scipy_filters() -> None:
-    """Stored filters params that name no implementation (convpaint 0.1 models) build
-    the scipy filter bank, whose fingerprint is the one those models stored."""
+@pytest.mark.parametrize("n_channels", [1, 3])
+def test_fast_vgg16_matches_torch(bench: Path, n_channels: int) -> None:
+    """The compiled conv1_1 path (gray folded into the layer) computes torch's
+    features to float rounding, for gray and RGB blocks."""
+    gray = _em_image(bench)[:, :192, :224]
+    image = np.concatenate([gray, gray[:, ::-1], -gray])[:n_channels]
+    fast = VGG16Extractor(VGG16Params())
+    slow = VGG16Extractor(VGG16Params(implementation="torch"))
+    assert fast._fast and not slow._fast
+    a, b = fast(image), slow(image)
+    assert a.shape == b.shape == (192, 224, 192) and a.flags["C_CONTIGUOUS"]
+    h = fast.halo
+    np.testing.assert_allclose(a[h:-h, h:-h], b[h:-h, h:-h], rtol=0, atol=1e-4)
+    assert np.abs(a - b)[h:-h, h:-h].max() < 1e-6 * np.abs(b).max() * 100
+
+
+@pytest.mark.parametrize("implementation", ["fast", "torch"])
+def test_vgg16_region_and_out(implementation: str) -> None:
+    """region= returns exactly that part of the block; out= may be a strided view."""
+    image = np.random.default_rng(5).normal(size=(1, 48, 64)).astype(np.float32)
+    e = VGG16Extractor(VGG16Params(implementation=implementation))
+    whole = e(image)
+    for region in [
+        (slice(0, 5), slice(0, 7)),
+        (slice(13, 47), slice(9, 64)),
+        (slice(0, 48), slice(0, 64)),
+    ]:
+        np.testing.assert_array_equal(e(image, region=region), whole[region])
+    n = e.n_features(1)
+    rows = np.full((34, 55, n + 2), -1.0, np.float32)
+    region = (slice(13, 47), slice(9, 64))
+    e(image, region=region, out=rows[:, :, 1 : 1 + n])
+    np.testing.assert_array_equal(rows[:, :, 1 : 1 + n], whole[region])
+    assert np.all(rows[:, :, 0] == -1) and np.all(rows[:, :, -1] == -1)
+
+
+def test_models_without_implementation_keep_their_code_paths() -> None:
+    """Stored filters and vgg16 params that name no implementation (convpaint 0.1
+    models) build scipy / torch extractors with the fingerprints those models stored."""
     stored = FilterBankParams().model_dump(mode="json")
     del stored["implementation"]
     old = params_model("filters").model_validate(upgrade_stored_params(stored))
@@ -165,7 +202,7 @@ def test_models_without_implementation_keep_scipy_filters() -> None:
     new = FilterBankParams().model_dump(mode="json")
     assert new["implementation"] == "fast"
     assert upgrade_stored_params(new) == new
-    assert upgrade_stored_params({"name": "vgg16"}) == {"name": "vgg16"}
+    assert upgrade_stored_params({"name": "alexnet"}) == {"name": "alexnet"}
     assert (
         build_extractor(FilterBankParams()).fingerprint()
         != build_extractor(old).fingerprint()

@@ -117,10 +117,11 @@ class FilterBankParams(ExtractorParams):
 def upgrade_stored_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Extractor params as stored in a model file, made explicit for this version.
 
-    Model files written before the fast implementation existed store ``filters``
-    params without ``implementation``; their features came from scipy.ndimage, so
-    they must keep using it (the model's fingerprint says so). Call this on each
-    stored extractor mapping before validating it; other extractors pass through.
+    Model files written before the fast implementations existed store ``filters``
+    and ``vgg16`` params without ``implementation``; their features came from
+    scipy.ndimage and torch, so they must keep using them (the models'
+    fingerprints say so). Call this on each stored extractor mapping before
+    validating it; other extractors pass through.
 
     Parameters
     ----------
@@ -130,11 +131,15 @@ def upgrade_stored_params(raw: Mapping[str, Any]) -> dict[str, Any]:
     Returns
     -------
     dict
-        A copy, with ``implementation: scipy`` added to old ``filters`` entries.
+        A copy, with ``implementation: scipy`` added to old ``filters`` entries and
+        ``implementation: torch`` to old ``vgg16`` ones.
     """
     out = dict(raw)
-    if out.get("name") == "filters" and "implementation" not in out:
-        out["implementation"] = "scipy"
+    if "implementation" not in out:
+        if out.get("name") == "filters":
+            out["implementation"] = "scipy"
+        elif out.get("name") == "vgg16":
+            out["implementation"] = "torch"
     return out
 
 
