@@ -124,6 +124,7 @@ def test_filter_bank_region_and_out(implementation: str, sigmas: list[float]) ->
     e = FilterBankExtractor(
         FilterBankParams(sigmas=sigmas, implementation=implementation)
     )
+    assert e.supports_region
     whole = e(image)
     for corner in [(slice(0, 5), slice(0, 7)), (slice(40, 45), slice(21, 60))]:
         np.testing.assert_array_equal(e(image, region=corner), whole[corner])
@@ -135,6 +136,24 @@ def test_filter_bank_region_and_out(implementation: str, sigmas: list[float]) ->
     assert np.shares_memory(got, rows)
     np.testing.assert_array_equal(rows[:, :, 2 : 2 + n], whole[region])
     assert np.all(rows[:, :, :2] == -1) and np.all(rows[:, :, 2 + n :] == -1)
+
+
+def test_fast_extractors_are_thread_safe() -> None:
+    """Blocks computed concurrently in threads (work arrays are per thread) equal the
+    same blocks computed one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(6)
+    blocks = [rng.normal(size=(1, 60 + 4 * i, 72)).astype(np.float32) for i in range(6)]
+    for e in (
+        FilterBankExtractor(FilterBankParams(sigmas=[0.7, 3.5])),
+        VGG16Extractor(VGG16Params(scalings=[1, 2])),
+    ):
+        alone = [e(b) for b in blocks]
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(e, blocks))
+        for a, b in zip(alone, together, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_scipy_implementation_is_unchanged() -> None:

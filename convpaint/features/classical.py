@@ -197,6 +197,9 @@ class FilterBankExtractor:
 
     #: The pipeline asks extractors for true 3D features only when this is set.
     supports_3d = True
+    #: ``__call__`` and :meth:`volume` take ``region=`` and ``out=`` (compute only the
+    #: tile inside the halo and write it straight into the classifier's rows).
+    supports_region = True
 
     def __init__(self, params: FilterBankParams) -> None:
         self.params = params

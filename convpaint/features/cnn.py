@@ -105,6 +105,8 @@ class VGG16Extractor(_FeaturesExtractor):
     NAME = "vgg16"
     LAYERS = VGG16_LAYERS
     WINDOWS = _VGG16_WINDOWS
+    #: ``__call__`` takes ``region=`` and ``out=`` (see :meth:`__call__`).
+    supports_region = True
 
     def _tap_halo(self, scaling: int, stride: int, lo: int, hi: int) -> int:
         # 3x3 convolutions and 2x2 pools reach furthest on the high side: ``hi`` is
