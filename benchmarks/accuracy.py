@@ -56,7 +56,11 @@ SUBSETS = {
 PRESETS: dict[str, object] = {
     "default": None,
     "vgg16": [{"name": "vgg16"}],
+    # VGG16 conv1_1 as convpaint 0.1 computed it (torch)
+    "vgg16-torch": [{"name": "vgg16", "implementation": "torch"}],
     "filters": [{"name": "filters"}],
+    # the filter bank as convpaint 0.1 computed it (scipy.ndimage)
+    "filters-scipy": [{"name": "filters", "implementation": "scipy"}],
     "vgg16+filters": [{"name": "vgg16"}, {"name": "filters"}],
     "vgg16-conv1": [{"name": "vgg16", "layers": ["conv1_1", "conv1_2"]}],
     "vgg16-block2": [

@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field
 
 from .registry import register_extractor
-from .torchnet import _FeaturesExtractor, _NetworkParams, resolve_features_layer
+from .torchnet import (
+    _IMAGENET_MEAN,
+    _IMAGENET_STD,
+    _Z_TO_UNIT,
+    _FeaturesExtractor,
+    _NetworkParams,
+    resolve_features_layer,
+)
 from .weights import load_vgg16_state
 
 __all__ = [
@@ -81,6 +89,14 @@ class VGG16Params(_NetworkParams):
     """A torchvision VGG16 state dict (.pth). Empty: bundled layers, then
     $CONVPAINT_WEIGHTS_DIR, the torch hub cache, then the official download."""
 
+    implementation: Literal["fast", "torch"] = "fast"
+    """How conv1_1-only features (layers: [conv1_1], the Convpaint default) are
+    computed: 'fast' (compiled kernels on the CPU writing straight into the feature
+    layout, gray folded into the first layer; several times faster, no torch) or
+    'torch' (the network in torch, the implementation of convpaint 0.1, which its
+    models keep using). The numbers agree to float rounding. Other layers always
+    run in torch."""
+
 
 @register_extractor("vgg16", params=VGG16Params)
 class VGG16Extractor(_FeaturesExtractor):
@@ -89,6 +105,8 @@ class VGG16Extractor(_FeaturesExtractor):
     NAME = "vgg16"
     LAYERS = VGG16_LAYERS
     WINDOWS = _VGG16_WINDOWS
+    #: ``__call__`` takes ``region=`` and ``out=`` (see :meth:`__call__`).
+    supports_region = True
 
     def _tap_halo(self, scaling: int, stride: int, lo: int, hi: int) -> int:
         # 3x3 convolutions and 2x2 pools reach furthest on the high side: ``hi`` is
@@ -99,11 +117,126 @@ class VGG16Extractor(_FeaturesExtractor):
     def _state(self) -> dict[str, np.ndarray]:
         return load_vgg16_state(self._convs, self.params.weights)
 
-    def _upsample(
-        self, coarse: Any, factor: int, offset: float, size: tuple[int, int], out: Any
-    ) -> Any:
-        # on the half-pixel grid (offset factor / 2), as VGG16 features always were
-        return upsample_linear(coarse, factor, out)
+    @property
+    def _fast(self) -> bool:
+        """Whether the compiled conv1_1 path computes the features."""
+        return self.params.implementation == "fast" and self._taps == [0]
+
+    def fingerprint(self) -> dict[str, Any]:
+        out = super().fingerprint()
+        if self._fast:
+            out["implementation"] = "numba-conv1_1"
+            out["version"] = 1
+        return out
+
+    def __call__(
+        self,
+        image: NDArray[np.float32],
+        *,
+        region: tuple[slice, slice] | None = None,
+        out: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
+        """Features of a normalised block.
+
+        Parameters
+        ----------
+        image : array of shape ``(C, Y, X)``, float32
+            The block (origin and size multiples of :attr:`alignment`).
+        region : (slice, slice), optional
+            Only this part of the block is returned (and, on the fast path,
+            computed).
+        out : array of shape ``(h, w, F)``, float32, optional
+            Where to write the result (``h, w``: the region's size); may be a view
+            with strided rows and pixels, each pixel's ``F`` features adjacent.
+
+        Returns
+        -------
+        array of shape ``(h, w, F)``, float32
+            ``out`` if given, else a new C-contiguous array.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if self._fast:
+            return self._call_fast(image, region, out)
+        features = super().__call__(image)
+        if region is not None:
+            features = features[region]
+        if out is None:
+            return np.ascontiguousarray(features)
+        out[...] = features
+        return out
+
+    @cached_property
+    def _folded(self) -> dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        """conv1_1 applied to z-scored input: ``{channels: (weights, bias)}``.
+
+        The network sees ``((z * 0.25 + 0.45) - mean_c) / std_c`` per RGB channel
+        ``c``; that affine map is folded into the layer, and for gray input (1
+        channel, replicated to RGB) so are the three colour channels (their
+        kernels summed). Exact up to rounding except in the one-pixel zero-padding
+        ring at the block edge, which lies in the halo.
+        """
+        w = self._state["features.0.weight"].astype(np.float64)  # (64, 3, 3, 3)
+        b = self._state["features.0.bias"].astype(np.float64)
+        scale, shift = _Z_TO_UNIT
+        mean = np.asarray(_IMAGENET_MEAN)[None, :, None, None]
+        std = np.asarray(_IMAGENET_STD)[None, :, None, None]
+        w_z = w * scale / std  # per unit of z
+        bias = b + (w * (shift - mean) / std).sum(axis=(1, 2, 3))
+        rgb = w_z.transpose(1, 2, 3, 0).reshape(27, -1)  # row 9 c + 3 dy + dx
+        gray = w_z.sum(axis=1).transpose(1, 2, 0).reshape(9, -1)
+        b32 = bias.astype(np.float32)
+        return {
+            3: (np.ascontiguousarray(rgb, dtype=np.float32), b32),
+            1: (np.ascontiguousarray(gray, dtype=np.float32), b32),
+        }
+
+    def _call_fast(
+        self,
+        image: NDArray[np.float32],
+        region: tuple[slice, slice] | None,
+        out: NDArray[np.float32] | None,
+    ) -> NDArray[np.float32]:
+        from . import convops
+
+        n_ch, height, width = image.shape
+        if height % self.alignment or width % self.alignment:
+            raise ValueError(
+                f"{self.NAME} needs blocks whose size is a multiple of {self.alignment}, "
+                f"got {height}x{width}; use convpaint.tiling to pad and tile images"
+            )
+        ys, xs = region if region is not None else (slice(None), slice(None))
+        y0, y1, _ = ys.indices(height)
+        x0, x1, _ = xs.indices(width)
+        n_feat = self.n_features(n_ch)
+        if out is None:
+            out = np.empty((y1 - y0, x1 - x0, n_feat), dtype=np.float32)
+        elif out.shape != (y1 - y0, x1 - x0, n_feat) or out.dtype != np.float32:
+            raise ValueError(
+                f"{self.NAME}: out must be float32 of shape "
+                f"{(y1 - y0, x1 - x0, n_feat)}, got {out.dtype} {out.shape}"
+            )
+        window = np.array([y0, y1, x0, x1], dtype=np.int64)
+        i = 0
+        for group in self._groups(n_ch):
+            x = image if group == "rgb" else image[int(group)][None]
+            x = np.ascontiguousarray(x)
+            weights, bias = self._folded[x.shape[0]]
+            n = bias.shape[0]
+            for s in self._scalings:
+                dst = out[:, :, i : i + n]
+                if s == 1:
+                    convops.conv3x3(x, weights, bias, window, dst)
+                else:
+                    h, w = height // s, width // s
+                    small = np.empty((x.shape[0], h, w), np.float32)
+                    convops.downsample_mean(x, s, small)
+                    coarse = np.empty((h, w, n), np.float32)
+                    whole = np.array([0, h, 0, w], dtype=np.int64)
+                    convops.conv3x3(small, weights, bias, whole, coarse)
+                    lows, wts = convops.phases(s)
+                    convops.upsample_linear(coarse, s, lows, wts, window, dst)
+                i += n
+        return out
 
 
 def _phases(factor: int) -> list[tuple[int, float]]:
