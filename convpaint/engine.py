@@ -33,6 +33,7 @@ from convpaint import progress
 from convpaint.classify import predict_tile
 from convpaint.config import ClusterConfig, FeatureConfig, TilingConfig
 from convpaint.errors import ConfigError, DataError, ModelBundleError
+from convpaint.features.classical import upgrade_stored_params
 from convpaint.features.pipeline import FeaturePipeline, Normalization
 from convpaint.io.axes import output_axes
 from convpaint.io.readers import ImageSource, open_image
@@ -159,7 +160,8 @@ def model_pipeline(
 ) -> FeaturePipeline:
     """The model's feature pipeline, rebuilt from the model file and checked."""
     try:
-        specs = FeatureConfig.model_validate({"extractors": meta.extractors}).extractors
+        stored = [upgrade_stored_params(x) for x in meta.extractors]
+        specs = FeatureConfig.model_validate({"extractors": stored}).extractors
     except Exception as err:
         raise ModelBundleError(
             f"model '{model.path}' names extractors this convpaint cannot build ({err}); "

@@ -76,7 +76,7 @@ def _miou(pred: np.ndarray, gt: np.ndarray) -> float:
     return score(pred, gt, name="x").miou
 
 
-@pytest.mark.parametrize("dims", ["planes", "views"])
+@pytest.mark.parametrize("dims", ["planes", "views", "3d"])
 def test_two_annotated_planes_predict_every_plane(
     stack: dict, tmp_path: Path, dims: str
 ) -> None:

@@ -46,6 +46,7 @@ def test_stretch_is_linear_between_planes() -> None:
         ("views", None, FILTERS),
         ("views", (3.0, 1.0, 1.0), FILTERS),
         ("views", (2.0, 1.0, 1.0), VGG),
+        ("3d", (2.24, 1.0, 1.0), FILTERS),
     ],
 )
 def test_stack_features_tiled_equal_whole(
@@ -84,6 +85,14 @@ def test_views_concatenate_three_planes(volume: np.ndarray) -> None:
     ft = tiled_features(transposed, planes, (100, 100, 100))
     xz = fv[..., planes.n_features : 2 * planes.n_features]
     np.testing.assert_allclose(xz, ft.transpose(1, 0, 2, 3), rtol=1e-5, atol=1e-5)
+
+
+def test_3d_refuses_flat_extractors() -> None:
+    """dims: 3d with an extractor that has no 3-D form names it and the way out."""
+    from convpaint.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vgg16 work"):
+        feature_pipeline(VGG, dims="3d")
 
 
 def test_planes_have_no_z_context(volume: np.ndarray) -> None:

@@ -202,19 +202,26 @@ class FeaturePipeline:
                 )
 
     # ---------------------------------------------------------------- computation
-    def _planes(self, stack: NDArray[np.float32]) -> list[NDArray[np.float32]]:
-        """2-D features of every ``(C, H, W)`` plane of ``(C, N, H, W)``: ``(H, W, F)`` each."""
-        return [self._plane(stack[:, i]) for i in range(stack.shape[1])]
-
-    def _plane(self, plane: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Concatenated 2-D features ``(H, W, F2)`` of one ``(C, H, W)`` plane."""
-        if len(self.extractors) == 1:
-            return self.extractors[0](plane)
-        h, w = plane.shape[1:]
-        out = np.empty((h, w, self.n_per_view), dtype=np.float32)
+    def _plane(
+        self,
+        plane: NDArray[np.float32],
+        region: tuple[slice, slice],
+        out: NDArray[np.float32] | None = None,
+    ) -> NDArray[np.float32]:
+        """Concatenated 2-D features ``(h, w, F2)`` of ``region`` of a ``(C, H, W)``
+        plane, written into ``out`` when given (a view whose pixels' features are
+        adjacent). Extractors that can restrict their work to the region do so."""
+        h = region[0].stop - region[0].start
+        w = region[1].stop - region[1].start
+        if out is None:
+            out = np.empty((h, w, self.n_per_view), dtype=np.float32)
         f0 = 0
         for extractor, width in zip(self.extractors, self.widths, strict=True):
-            out[:, :, f0 : f0 + width] = extractor(plane)
+            dst = out[..., f0 : f0 + width]
+            if getattr(extractor, "supports_region", False):
+                extractor(plane, region=region, out=dst)
+            else:
+                dst[...] = extractor(plane)[region]
             f0 += width
         return out
 
@@ -268,7 +275,7 @@ class FeaturePipeline:
             f0 = 0
             for extractor, width in zip(self.extractors, self.widths, strict=True):
                 dst = target(f0, width)
-                dst[...] = extractor.volume(block, self._scale)[zs, ys, xs]
+                extractor.volume(block, self._scale, region=(zs, ys, xs), out=dst)
                 done(f0, dst)
                 f0 += width
             return out
@@ -276,24 +283,31 @@ class FeaturePipeline:
         # xy: each plane of the tile
         xy = target(0, width)
         for i, z in enumerate(range(zs.start, zs.stop)):
-            xy[i] = self._plane(block[:, z])[ys, xs]
+            self._plane(block[:, z], (ys, xs), xy[i])
         done(0, xy)
         del xy
         if self.dims == "planes":
             return out
         r = self.factor
-        rows = np.arange(zs.start, zs.stop) * r
+        # rows of the stretched views that hold the tile's planes
+        rows = slice(zs.start * r, (zs.stop - 1) * r + 1)
         # xz: one (C, Z*r, X) view per row y of the tile -> (Tz, Tx, F2) each
         xz = target(width, width)
         for j, y in enumerate(range(ys.start, ys.stop)):
-            feats = self._plane(_stretch_z(block[:, :, y, :], r))
-            xz[:, j] = feats[rows][:, xs]
+            view = _stretch_z(block[:, :, y, :], r)
+            if r == 1:
+                self._plane(view, (zs, xs), xz[:, j])
+            else:
+                xz[:, j] = self._plane(view, (rows, xs))[::r]
         done(width, xz)
         del xz
         yz = target(2 * width, width)
         for k, x in enumerate(range(xs.start, xs.stop)):
-            feats = self._plane(_stretch_z(block[:, :, :, x], r))
-            yz[:, :, k] = feats[rows][:, ys]
+            view = _stretch_z(block[:, :, :, x], r)
+            if r == 1:
+                self._plane(view, (zs, ys), yz[:, :, k])
+            else:
+                yz[:, :, k] = self._plane(view, (rows, ys))[::r]
         done(2 * width, yz)
         return out
 
