@@ -67,7 +67,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/0_scribbles.tif")
     tifffile.imwrite(d / "img.tif", img[:160, :192])
     tifffile.imwrite(d / "scr.tif", scr[:160, :192])
-    big = np.pad(img, ((0, 3072 - img.shape[0]), (0, 3072 - img.shape[1])), "symmetric")
+    # large enough to still be running while two more processes start (slow machines
+    # and fast ones alike: one thread, small tiles)
+    big = np.pad(img, ((0, 6144 - img.shape[0]), (0, 6144 - img.shape[1])), "symmetric")
     tifffile.imwrite(d / "big.tif", big)
     tifffile.imwrite(d / "mid.tif", big[:1024, :1024])
     raw = {
@@ -99,7 +101,7 @@ def test_concurrent_runs_sigterm_and_kill9(work: Path) -> None:
     # -- a long run A, and two latecomers on the same output
     a = subprocess.Popen(
         convpaint("predict", "-m", model, "-o", out, work / "big.tif", "--tile-size",
-                  "128", "--json"),
+                  "128", "--threads", "1", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
