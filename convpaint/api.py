@@ -28,7 +28,7 @@ from convpaint.classify import (
     check_training_labels,
     fit_forest,
     make_forest,
-    predict_tile,
+    predict_tile_labels,
 )
 from convpaint.config import (
     Config,
@@ -598,14 +598,15 @@ def _predict_tile_into(
     """
     block = plan_block(tile, halo=pipeline.halo, alignment=pipeline.alignment)
     feats = _features_of_block(source, block, pipeline, norm)
-    proba = predict_tile(model.forest, feats, n_jobs=threads)
+    idx, proba = predict_tile_labels(
+        model.forest, feats, n_jobs=threads, probabilities=with_probabilities
+    )
     del feats
     shape = (tile[1] - tile[0], tile[3] - tile[2])
-    idx = proba.argmax(axis=1)
     writer.write(
         tile,
         classes[idx].reshape(shape),
-        proba.T.reshape(len(classes), *shape) if with_probabilities else None,
+        proba.T.reshape(len(classes), *shape) if proba is not None else None,
     )
     return np.bincount(idx, minlength=len(classes))
 

@@ -5,10 +5,11 @@ Layout (``.cpm``)::
     model.json          format marker, versions, config, classes, normalisation, ...
     forest/<field>.npy  every tree's nodes concatenated; ``node_offsets`` splits them
 
-Loading never executes code: arrays are read with ``allow_pickle=False``, only the
-names above are accepted, every array's SHA-256 is checked against ``model.json``,
-and the trees are rebuilt from their node tables through scikit-learn's public
-``Tree`` state.
+Loading never executes code and needs no scikit-learn: the zip directory is checked
+before anything is decompressed (known names only, sizes bounded), entries are read
+with a size limit and ``allow_pickle=False``, every array's SHA-256 is checked
+against ``model.json``, and the trees are validated completely and handed to
+:class:`convpaint.forest.Forest`, convpaint's own evaluator.
 """
 
 from __future__ import annotations
@@ -24,12 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.tree import DecisionTreeClassifier
 
-from convpaint.classify import forest_from_trees
 from convpaint.errors import ModelBundleError
-from convpaint.forest import check_node_tables
+from convpaint.forest import NODE_FIELDS, Forest, node_arrays
 from convpaint.io.atomic import atomic_output
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "LoadedModel", "load_model", "save_model"]
@@ -38,17 +36,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "convpaint-model"
 FORMAT_VERSION = 1
-_NODE_FIELDS = (
-    "left_child",
-    "right_child",
-    "feature",
-    "threshold",
-    "impurity",
-    "n_node_samples",
-    "weighted_n_node_samples",
-    "missing_go_to_left",
-)
-_ARRAYS = (*_NODE_FIELDS, "values", "node_offsets", "max_depths")
+_ARRAYS = (*NODE_FIELDS, "values", "node_offsets", "max_depths")
 _ENTRIES = frozenset({"model.json", *(f"forest/{name}.npy" for name in _ARRAYS)})
 #: Largest ``model.json`` accepted (real ones are a few kilobytes).
 _MAX_JSON_BYTES = 64 * 2**20
@@ -62,9 +50,21 @@ _NPY_HEADER_BYTES = 4096
 
 @dataclass
 class LoadedModel:
-    """A model read back from disk."""
+    """A model read back from disk.
 
-    forest: RandomForestClassifier
+    Attributes
+    ----------
+    forest : Forest
+        The evaluator: ``predict_proba(features, n_jobs=...)``,
+        ``predict_labels(features, n_jobs=...)``, ``classes``, ``n_features``,
+        ``n_classes``, ``n_trees``.
+    meta : dict
+        The content of ``model.json``.
+    path : Path
+        Where it was read from.
+    """
+
+    forest: Forest
     meta: dict[str, Any]
     path: Path
 
@@ -79,29 +79,25 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _forest_arrays(forest: RandomForestClassifier) -> dict[str, np.ndarray]:
-    states = [t.tree_.__getstate__() for t in forest.estimators_]
-    nodes = [s["nodes"] for s in states]
-    out = {
-        f: np.concatenate([n[f] for n in nodes])
-        for f in _NODE_FIELDS
-        if f in nodes[0].dtype.names
-    }
-    out["values"] = np.concatenate([s["values"][:, 0, :] for s in states]).astype(
-        np.float64
-    )
-    counts = [len(n) for n in nodes]
-    out["node_offsets"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    out["max_depths"] = np.array([s["max_depth"] for s in states], dtype=np.int64)
-    return out
+def save_model(path: Path | str, forest: Any, meta: dict[str, Any]) -> Path:
+    """Write a fitted forest and its metadata to ``path`` atomically.
 
+    Parameters
+    ----------
+    path : Path or str
+        The ``.cpm`` file to write.
+    forest : sklearn.ensemble.RandomForestClassifier
+        Fitted; stored as its node tables (:func:`convpaint.forest.node_arrays`).
+    meta : dict
+        JSON-serialisable metadata; must hold ``classes``.
 
-def save_model(
-    path: Path | str, forest: RandomForestClassifier, meta: dict[str, Any]
-) -> Path:
-    """Write ``forest`` and ``meta`` (JSON-serialisable) to ``path`` atomically."""
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     path = Path(path)
-    arrays = _forest_arrays(forest)
+    arrays = node_arrays(forest)
     blobs = {f"forest/{k}.npy": _npy_bytes(v) for k, v in arrays.items()}
     meta = dict(meta)
     meta["format"] = FORMAT
@@ -348,83 +344,51 @@ def _read_array(
     return arr
 
 
-def _rebuild_forest(
-    meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path, n_jobs: int
-) -> RandomForestClassifier:
-    from sklearn.tree._tree import NODE_DTYPE, Tree
-
+def _build_forest(
+    meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path
+) -> Forest:
+    """The evaluator of validated-on-the-way node tables."""
     info = meta["forest"]
-    n_features, n_classes = info["n_features"], info["n_classes"]
-    try:
-        check_node_tables(
-            arrays["left_child"],
-            arrays["right_child"],
-            arrays["feature"],
-            arrays["threshold"],
-            arrays["values"],
-            arrays["node_offsets"],
-            n_features=n_features,
-            n_classes=n_classes,
-        )
-    except ValueError as err:
-        raise _refuse(path, f"its trees are invalid: {err}") from err
-    offsets = arrays["node_offsets"]
-    n_nodes = int(offsets[-1])
-    for name in _NODE_FIELDS:
+    n_nodes = int(arrays["node_offsets"][-1])
+    for name in NODE_FIELDS:
         if name in arrays and arrays[name].shape != (n_nodes,):
             raise _refuse(
                 path,
                 f"forest/{name}.npy has shape {arrays[name].shape}, expected "
                 f"({n_nodes},)",
             )
-    if arrays["max_depths"].shape != (len(offsets) - 1,):
+    if arrays["max_depths"].shape != (info["n_estimators"],):
         raise _refuse(path, "forest/max_depths.npy does not have one entry per tree")
-    values = arrays["values"]
-    classes = np.asarray(meta["classes"])
-    trees = []
-    for i in range(len(offsets) - 1):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        n = b - a
-        nodes = np.zeros(n, dtype=NODE_DTYPE)
-        for field in NODE_DTYPE.names:
-            if field in arrays:
-                nodes[field] = arrays[field][a:b]
-        tree = Tree(n_features, np.array([n_classes], dtype=np.intp), 1)
-        tree.__setstate__(
-            {
-                "max_depth": int(arrays["max_depths"][i]),
-                "node_count": n,
-                "nodes": nodes,
-                "values": np.ascontiguousarray(values[a:b, None, :]),
-            }
+    try:
+        return Forest.from_node_arrays(
+            arrays, classes=meta["classes"], n_features=info["n_features"]
         )
-        est = DecisionTreeClassifier()
-        est.tree_ = tree
-        est.n_features_in_ = n_features
-        est.n_outputs_ = 1
-        est.classes_ = classes
-        est.n_classes_ = n_classes
-        est.max_features_ = n_features
-        trees.append(est)
-    return forest_from_trees(trees, classes, n_features, n_jobs)
+    except ValueError as err:
+        raise _refuse(path, f"its trees are invalid: {err}") from err
 
 
 def load_model(path: Path | str, *, n_jobs: int = 1) -> LoadedModel:
-    """Read a model file safely and rebuild its forest.
+    """Read a model file safely and build its forest evaluator.
+
+    Parameters
+    ----------
+    path : Path or str
+        A ``.cpm`` file (any format version up to :data:`FORMAT_VERSION`).
+    n_jobs : int
+        Default thread count of the forest's predictions (``forest.n_jobs``).
+
+    Returns
+    -------
+    LoadedModel
 
     Raises
     ------
     ModelBundleError
-        Missing file, not a convpaint model, tampered arrays, newer format.
+        Missing file, not a convpaint model, implausible sizes, edited or invalid
+        content, newer format. The message says what and where.
     """
     path = Path(path)
     meta, arrays = _read(path, arrays=True)
-    try:
-        forest = _rebuild_forest(meta, arrays, path, n_jobs)
-    except ModelBundleError:
-        raise
-    except (KeyError, TypeError, ValueError) as err:
-        raise _refuse(
-            path, f"inconsistent content ({type(err).__name__}: {err})"
-        ) from err
+    forest = _build_forest(meta, arrays, path)
+    forest.n_jobs = n_jobs
     return LoadedModel(forest=forest, meta=meta, path=path)
