@@ -11,11 +11,11 @@ loops do no bounds checks. Layout, for node ``n`` of any tree:
   ``leaf_class``/``leaf_value`` (empty for split nodes).
 
 Rows are processed in blocks of ``BLOCK`` pixels, copied feature-major into a
-scratch array so that the 8 rows walked together read one contiguous stripe per
-feature. Each tree is walked for all rows of a block before the next tree (the
-tree stays in the CPU cache), 8 rows in lockstep: their 8 independent chains of
+scratch array so that the 16 rows walked together read one contiguous stripe
+per feature. Each tree is walked for all rows of a block before the next tree (the
+tree stays in the CPU cache), 16 rows in lockstep: their independent chains of
 dependent loads overlap, and a step is branch-free (``child + (x > thr)``). The
-group stops when all 8 rows stand on leaves. Per row, class values are added in
+group stops when all 16 rows stand on leaves. Per row, class values are added in
 tree order in float64, exactly like scikit-learn (adding the zeros it adds too
 would not change a bit).
 """
@@ -55,6 +55,12 @@ def _add_leaf(sums, row, node, leaf_start, leaf_class, leaf_value):  # pragma: n
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _step(scratch, row, node, child, feat, thr):  # pragma: no cover - compiled
+    """The node after ``node`` for block row ``row`` (``node`` itself at a leaf)."""
+    return child[node] + np.uint32(scratch[(feat[node] << SHIFT) + row] > thr[node])
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _walk_block(
     scratch,
     count,
@@ -69,22 +75,31 @@ def _walk_block(
 ):  # pragma: no cover - compiled
     """Add one tree's leaf values to ``sums`` for the block rows ``0:count``."""
     g = 0
-    while g + 8 <= count:
-        r0, r1, r2, r3 = g, g + 1, g + 2, g + 3
-        r4, r5, r6, r7 = g + 4, g + 5, g + 6, g + 7
+    while g + 16 <= count:
         n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = root
+        n8 = n9 = n10 = n11 = n12 = n13 = n14 = n15 = root
         while True:
-            m0 = child[n0] + np.uint32(scratch[(feat[n0] << SHIFT) + r0] > thr[n0])
-            m1 = child[n1] + np.uint32(scratch[(feat[n1] << SHIFT) + r1] > thr[n1])
-            m2 = child[n2] + np.uint32(scratch[(feat[n2] << SHIFT) + r2] > thr[n2])
-            m3 = child[n3] + np.uint32(scratch[(feat[n3] << SHIFT) + r3] > thr[n3])
-            m4 = child[n4] + np.uint32(scratch[(feat[n4] << SHIFT) + r4] > thr[n4])
-            m5 = child[n5] + np.uint32(scratch[(feat[n5] << SHIFT) + r5] > thr[n5])
-            m6 = child[n6] + np.uint32(scratch[(feat[n6] << SHIFT) + r6] > thr[n6])
-            m7 = child[n7] + np.uint32(scratch[(feat[n7] << SHIFT) + r7] > thr[n7])
+            m0 = _step(scratch, g + 0, n0, child, feat, thr)
+            m1 = _step(scratch, g + 1, n1, child, feat, thr)
+            m2 = _step(scratch, g + 2, n2, child, feat, thr)
+            m3 = _step(scratch, g + 3, n3, child, feat, thr)
+            m4 = _step(scratch, g + 4, n4, child, feat, thr)
+            m5 = _step(scratch, g + 5, n5, child, feat, thr)
+            m6 = _step(scratch, g + 6, n6, child, feat, thr)
+            m7 = _step(scratch, g + 7, n7, child, feat, thr)
+            m8 = _step(scratch, g + 8, n8, child, feat, thr)
+            m9 = _step(scratch, g + 9, n9, child, feat, thr)
+            m10 = _step(scratch, g + 10, n10, child, feat, thr)
+            m11 = _step(scratch, g + 11, n11, child, feat, thr)
+            m12 = _step(scratch, g + 12, n12, child, feat, thr)
+            m13 = _step(scratch, g + 13, n13, child, feat, thr)
+            m14 = _step(scratch, g + 14, n14, child, feat, thr)
+            m15 = _step(scratch, g + 15, n15, child, feat, thr)
             moved = (
-                (m0 ^ n0) | (m1 ^ n1) | (m2 ^ n2) | (m3 ^ n3)
-                | (m4 ^ n4) | (m5 ^ n5) | (m6 ^ n6) | (m7 ^ n7)
+                (m0 ^ n0) | (m1 ^ n1) | (m2 ^ n2) | (m3 ^ n3) |
+                (m4 ^ n4) | (m5 ^ n5) | (m6 ^ n6) | (m7 ^ n7) |
+                (m8 ^ n8) | (m9 ^ n9) | (m10 ^ n10) | (m11 ^ n11) |
+                (m12 ^ n12) | (m13 ^ n13) | (m14 ^ n14) | (m15 ^ n15)
             )  # fmt: skip
             n0 = m0
             n1 = m1
@@ -94,24 +109,38 @@ def _walk_block(
             n5 = m5
             n6 = m6
             n7 = m7
+            n8 = m8
+            n9 = m9
+            n10 = m10
+            n11 = m11
+            n12 = m12
+            n13 = m13
+            n14 = m14
+            n15 = m15
             if moved == 0:
                 break
-        _add_leaf(sums, r0, n0, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r1, n1, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r2, n2, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r3, n3, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r4, n4, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r5, n5, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r6, n6, leaf_start, leaf_class, leaf_value)
-        _add_leaf(sums, r7, n7, leaf_start, leaf_class, leaf_value)
-        g += 8
-    for j in range(g, count):
-        r = j
+        _add_leaf(sums, g + 0, n0, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 1, n1, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 2, n2, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 3, n3, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 4, n4, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 5, n5, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 6, n6, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 7, n7, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 8, n8, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 9, n9, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 10, n10, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 11, n11, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 12, n12, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 13, n13, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 14, n14, leaf_start, leaf_class, leaf_value)
+        _add_leaf(sums, g + 15, n15, leaf_start, leaf_class, leaf_value)
+        g += 16
+
+    for r in range(g, count):
         node = root
         while True:
-            step = child[node] + np.uint32(
-                scratch[(feat[node] << SHIFT) + r] > thr[node]
-            )
+            step = _step(scratch, r, node, child, feat, thr)
             if step == node:
                 break
             node = step
