@@ -224,9 +224,11 @@ def predict_labels_rows(
     ``t:`` (plus a margin far above float64 rounding). After tree ``t >=
     first_check``, a row whose leader is ahead of every other class by more than
     ``reach[t + 1]`` keeps that leader whatever the remaining trees hold: its index
-    is written and it stops. Stopped rows are squeezed out of the block (features
-    and sums moved down) once they are an eighth of it, so the walk stays
-    contiguous. Rows never decided take the argmax of the full mean. Writes
+    is written and it stops. A row short of that by ``gap`` is not looked at again
+    for ``gap / 2`` trees (each tree closes the gap by at most 2: 1 of lead, 1 of
+    reach), which keeps the checks cheap. Stopped rows are squeezed out of the
+    block (features and sums moved down) once they are a quarter of it, so the walk
+    stays contiguous. Rows never decided take the argmax of the full mean. Writes
     ``index``; returns the first row with a non-finite feature (or -1) and the
     number of (row, tree) walks done.
     """
@@ -237,6 +239,7 @@ def predict_labels_rows(
     sums = np.empty((BLOCK, n_classes), np.float64)
     origin = np.empty(BLOCK, np.int64)
     decided = np.zeros(BLOCK, np.bool_)
+    wake = np.zeros(BLOCK, np.int64)
     walks = 0
     for start in range(0, n, BLOCK):
         count = min(BLOCK, n - start)
@@ -247,6 +250,7 @@ def predict_labels_rows(
         for r in range(count):
             origin[r] = r
             decided[r] = False
+            wake[r] = 0
         live = count
         pending = 0
         for t in range(n_trees):
@@ -259,7 +263,7 @@ def predict_labels_rows(
                 continue
             limit = reach[t + 1]
             for j in range(live):
-                if decided[j]:
+                if decided[j] or wake[j] > t:
                     continue
                 best = 0
                 top = sums[j, 0]
@@ -272,11 +276,14 @@ def predict_labels_rows(
                         best = k
                     elif v > second:
                         second = v
-                if top - second > limit:
+                gap = limit - (top - second)
+                if gap < 0:
                     index[start + origin[j]] = best
                     decided[j] = True
                     pending += 1
-            if pending * 8 >= live:
+                else:
+                    wake[j] = t + 1 + int(gap * 0.5)
+            if pending * 4 >= live:
                 kept = 0
                 for j in range(live):
                     if decided[j]:
@@ -287,6 +294,7 @@ def predict_labels_rows(
                         for k in range(n_classes):
                             sums[kept, k] = sums[j, k]
                         origin[kept] = origin[j]
+                        wake[kept] = wake[j]
                         decided[kept] = False
                     kept += 1
                 live = kept

@@ -26,6 +26,7 @@ from convpaint.forest import Forest, node_arrays
 from convpaint.model_io import load_model, save_model
 
 from .conftest import ROOT, SAMPLE, feature_pipeline
+from .sklearn_reference import sklearn_forest_from_file
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -223,44 +224,6 @@ def test_non_finite_features_are_refused(bad: float) -> None:
         forest.predict_proba(np.zeros((3, 2), np.float32))
 
 
-def _sklearn_from_file(path: Path) -> RandomForestClassifier:
-    """The forest of a model file rebuilt as scikit-learn objects, the way the format-1
-    release loaded it (scikit-learn's private Tree state; tests only)."""
-    from sklearn.tree import DecisionTreeClassifier
-    from sklearn.tree._tree import NODE_DTYPE, Tree
-
-    from convpaint.model_io import _read
-
-    meta, arrays = _read(path, arrays=True)
-    n_features, n_classes = meta["forest"]["n_features"], meta["forest"]["n_classes"]
-    offsets = arrays["node_offsets"]
-    trees = []
-    for i in range(len(offsets) - 1):
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        nodes = np.zeros(b - a, dtype=NODE_DTYPE)
-        for field in NODE_DTYPE.names:
-            if field in arrays:
-                nodes[field] = arrays[field][a:b]
-        tree = Tree(n_features, np.array([n_classes], dtype=np.intp), 1)
-        tree.__setstate__(
-            {
-                "max_depth": int(arrays["max_depths"][i]),
-                "node_count": b - a,
-                "nodes": nodes,
-                "values": np.ascontiguousarray(arrays["values"][a:b, None, :]),
-            }
-        )
-        est = DecisionTreeClassifier()
-        est.tree_, est.n_outputs_, est.n_features_in_ = tree, 1, n_features
-        est.classes_, est.n_classes_ = np.asarray(meta["classes"]), n_classes
-        trees.append(est)
-    forest = RandomForestClassifier(n_estimators=len(trees))
-    forest.estimators_, forest.estimator_ = trees, DecisionTreeClassifier()
-    forest.classes_, forest.n_classes_ = np.asarray(meta["classes"]), n_classes
-    forest.n_outputs_, forest.n_features_in_ = 1, n_features
-    return forest
-
-
 def test_model_from_the_format_1_release_predicts_the_same(tmp_path: Path) -> None:
     """A model written by the previous release (tests/data) loads, predicts what that
     release predicted, and equals scikit-learn on the same features."""
@@ -281,7 +244,9 @@ def test_model_from_the_format_1_release_predicts_the_same(tmp_path: Path) -> No
         atol=1e-6,
     )
     X = _features(crop)
-    _assert_same_as_sklearn(_sklearn_from_file(model), X, load_model(model).forest)
+    _assert_same_as_sklearn(
+        sklearn_forest_from_file(model), X, load_model(model).forest
+    )
 
 
 def test_prediction_needs_no_sklearn_and_loading_compiles_nothing(
