@@ -62,9 +62,11 @@ SWEEP = [
     {"max_depth": 20},
     {"max_depth": 15},
     {"max_depth": 10},
+    {"max_depth": 8},
     {"min_samples_leaf": 2},
     {"min_samples_leaf": 5},
     {"n_estimators": 50, "max_depth": 15},
+    {"n_estimators": 50, "max_depth": 10},
 ]
 
 
