@@ -8,6 +8,7 @@ and prints per-dataset mIoU next to the reference implementation's.
     python benchmarks/accuracy.py --preset vgg16 --preset filters --preset default
     python benchmarks/accuracy.py --case cross --datasets isbi2012_em_membranes
     python benchmarks/accuracy.py --sweep              # extractors x scribble fractions
+    python benchmarks/accuracy.py --classifier max_depth=15 --classifier n_estimators=50
 
 Sweep (the Convpaint paper's Fig. S8 protocol): for one image per dataset (centre crop,
 ``--crop``), scribbles are drawn from the ground truth with ``convpaint.scribbles`` at
@@ -143,10 +144,11 @@ def run_one(
     tmp: Path,
     threads: int | None,
     normalize: str | None = None,
+    classifier: dict | None = None,
 ) -> tuple[list[float], float, float]:
     """Train on ``train_items``, predict ``test_items``; return mIoUs and timings."""
     raw = {
-        "classifier": {"seed": 0},
+        "classifier": {"seed": 0, **(classifier or {})},
         "tiling": {"threads": threads},
         "train": {
             "images": [i["image"] for i in train_items],
@@ -354,7 +356,21 @@ def main(argv: list[str] | None = None) -> int:
         help="extractors x scribble fractions (writes results/sweep.*)",
     )
     parser.add_argument("--crop", type=int, default=512, help="sweep: centre-crop size")
+    parser.add_argument(
+        "--classifier",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a classifier setting, e.g. max_depth=15 (repeatable)",
+    )
     args = parser.parse_args(argv)
+    import yaml
+
+    classifier = {
+        key: yaml.safe_load(value)
+        for key, value in (item.split("=", 1) for item in args.classifier)
+    }
+    suffix = "".join(f" {k}={v}" for k, v in classifier.items())
     table = image_table(args.benchdata)
     presets = args.preset or ["default"]
     ref = reference_table(args.benchdata)
@@ -378,7 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                     if case == "self":
                         for it in items:
                             m, a, b = run_one(
-                                preset, [it], [it], tmp, args.threads, args.normalize
+                                preset,
+                                [it],
+                                [it],
+                                tmp,
+                                args.threads,
+                                args.normalize,
+                                classifier,
                             )
                             mious += m
                             tt += a
@@ -391,13 +413,15 @@ def main(argv: list[str] | None = None) -> int:
                             tmp,
                             args.threads,
                             args.normalize,
+                            classifier,
                         )
                     cb, rf = ref.get((ds, case), (float("nan"), float("nan")))
                     row = {
                         "dataset": ds,
                         "case": case,
                         "preset": preset
-                        + (f" ({args.normalize} norm.)" if args.normalize else ""),
+                        + (f" ({args.normalize} norm.)" if args.normalize else "")
+                        + suffix,
                         "n": len(mious),
                         "miou": float(np.mean(mious)),
                         "ref_catboost": cb,

@@ -1,20 +1,33 @@
-"""The random forest: sampling annotated pixels, fitting, predicting a tile."""
+"""The random forest: sampling annotated pixels, fitting, predicting a tile.
+
+Fitting uses scikit-learn (imported only then); prediction uses convpaint's own
+evaluator, :class:`convpaint.forest.Forest`, and needs no scikit-learn.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.tree import DecisionTreeClassifier
 
 from convpaint.config import RandomForestConfig
 from convpaint.errors import DataError
+from convpaint.forest import Forest
 from convpaint.warnings import ConvpaintWarning
 
-__all__ = ["cap_per_class", "fit_forest", "make_forest", "predict_tile"]
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier
+
+__all__ = [
+    "cap_per_class",
+    "fit_forest",
+    "make_forest",
+    "predict_tile",
+    "predict_tile_labels",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +39,8 @@ def make_forest(
     config: RandomForestConfig, *, seed: int, n_jobs: int
 ) -> RandomForestClassifier:
     """An unfitted forest built from the config."""
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(
         n_estimators=config.n_estimators,
         max_depth=config.max_depth,
@@ -90,43 +105,53 @@ def fit_forest(
 
 
 def predict_tile(
-    forest: RandomForestClassifier, features: NDArray[np.float32], *, n_jobs: int = 1
+    forest: Forest | RandomForestClassifier,
+    features: NDArray[np.float32],
+    *,
+    n_jobs: int = 1,
 ) -> NDArray[np.float32]:
     """Class probabilities ``(n, K)`` float32 for ``(n, F)`` features.
 
-    Rows are split across ``n_jobs`` threads, each summing the trees in the same
-    order, so results are bit-identical whatever the thread count or tiling
-    (scikit-learn's own threaded prediction adds trees in completion order).
+    Equal to scikit-learn's ``predict_proba`` (see :mod:`convpaint.forest`). Rows
+    are split across ``n_jobs`` threads; results are bit-identical whatever the
+    thread count or tiling.
+
+    Raises
+    ------
+    DataError
+        Wrong feature count, or NaN/infinite features.
     """
-    if not np.all(np.isfinite(features)):
-        raise DataError("features contain NaN or infinite values")
-    forest.n_jobs = 1
-    n = len(features)
-    if n_jobs <= 1 or n < 4096:
-        return forest.predict_proba(features).astype(np.float32, copy=False)
-    from concurrent.futures import ThreadPoolExecutor
-
-    out = np.empty((n, forest.n_classes_), dtype=np.float32)
-    bounds = np.linspace(0, n, n_jobs + 1).astype(int)
-
-    def run(i: int) -> None:
-        a, b = bounds[i], bounds[i + 1]
-        out[a:b] = forest.predict_proba(features[a:b])
-
-    with ThreadPoolExecutor(n_jobs) as pool:
-        list(pool.map(run, range(n_jobs)))
-    return out
+    return _evaluator(forest).predict_proba(features, n_jobs=n_jobs)
 
 
-def forest_from_trees(
-    trees: list[DecisionTreeClassifier], classes: NDArray, n_features: int, n_jobs: int
-) -> RandomForestClassifier:
-    """Assemble a fitted forest from fitted trees (used by the model loader)."""
-    forest = RandomForestClassifier(n_estimators=len(trees), n_jobs=n_jobs)
-    forest.estimators_ = trees
-    forest.estimator_ = DecisionTreeClassifier()
-    forest.classes_ = np.asarray(classes)
-    forest.n_classes_ = len(classes)
-    forest.n_outputs_ = 1
-    forest.n_features_in_ = n_features
-    return forest
+def predict_tile_labels(
+    forest: Forest | RandomForestClassifier,
+    features: NDArray[np.float32],
+    *,
+    n_jobs: int = 1,
+    probabilities: bool = False,
+) -> tuple[NDArray[np.intp], NDArray[np.float32] | None]:
+    """Class index ``(n,)`` of each row and, on request, the probabilities.
+
+    Without ``probabilities``, each pixel stops walking trees once its class is
+    certain (exact: the same index as the argmax of the full mean); with them, all
+    trees are walked. The labels are ``forest.classes[index]``.
+
+    Returns
+    -------
+    index : ndarray of shape ``(n,)``, intp
+    probabilities : ndarray of shape ``(n, K)``, float32, or None
+
+    Raises
+    ------
+    DataError
+        Wrong feature count, or NaN/infinite features.
+    """
+    return _evaluator(forest).predict(
+        features, n_jobs=n_jobs, probabilities=probabilities
+    )
+
+
+def _evaluator(forest: Forest | RandomForestClassifier) -> Forest:
+    """convpaint's evaluator of a forest (converting a scikit-learn one)."""
+    return forest if isinstance(forest, Forest) else Forest.from_sklearn(forest)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from convpaint import progress
-from convpaint.classify import predict_tile
+from convpaint.classify import predict_tile_labels
 from convpaint.config import ClusterConfig, FeatureConfig, TilingConfig
 from convpaint.errors import ConfigError, DataError, ModelBundleError
 from convpaint.features.classical import upgrade_stored_params
@@ -352,20 +352,27 @@ class TilePredictor:
             self.stats.normalization(t),
         )
         shape = block.tile_shape
-        proba = predict_tile(model.forest, feats, n_jobs=self.threads)
+        index, proba = predict_tile_labels(
+            model.forest, feats, n_jobs=self.threads, probabilities=probs_layout
+        )
         del feats
         if self.on_tile is not None:
             self.on_tile()
         if probs_layout:
-            return np.ascontiguousarray(proba.T.reshape(1, len(self.classes), *shape))
-        labels = self.classes[proba.argmax(axis=1)]
+            # probabilities, then the class index as one more channel: the labels come
+            # from the forest's own (float64) argmax, exactly as without probabilities
+            k = len(self.classes)
+            packed = np.empty((1, k + 1, *shape), dtype=np.float32)
+            packed[0, :k] = proba.T.reshape(k, *shape)
+            packed[0, k] = index.reshape(shape)
+            return packed
+        labels = self.classes[index]
         return labels.reshape(1, *shape).astype(label_dtype(self.classes.tolist()))
 
 
-def _to_labels(
-    probabilities: np.ndarray, classes: np.ndarray, dtype: Any
-) -> np.ndarray:
-    return classes[probabilities.argmax(axis=1)].astype(dtype)
+def _to_labels(packed: np.ndarray, classes: np.ndarray, dtype: Any) -> np.ndarray:
+    """Labels from a packed tile: its last channel is the class index."""
+    return classes[packed[:, -1].astype(np.intp)].astype(dtype)
 
 
 def _count(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -576,14 +583,15 @@ def _run_graph(
     cls = np.asarray(classes)
     dtype = label_dtype(classes)
     if with_probs:
-        probs = da.map_blocks(
+        packed = da.map_blocks(
             predictor,
-            chunks=(chunks[0], (len(classes),), *chunks[1:]),
+            chunks=(chunks[0], (len(classes) + 1,), *chunks[1:]),
             dtype=np.float32,
             meta=np.empty((0,) * 5, dtype=np.float32),
             name=f"convpaint-proba-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
         )
-        labels = probs.map_blocks(
+        probs = packed[:, : len(classes)]
+        labels = packed.map_blocks(
             _to_labels,
             cls,
             dtype,
