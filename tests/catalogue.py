@@ -371,7 +371,6 @@ def _(k: Kit) -> Run:
 
 @case(
     "config: tiling.threads: 100000",
-    pending="the engine branch bounds tiling.threads (<= 1024) in the config",
     process=True,  # until then it starts threads until the process runs out
 )
 def _(k: Kit) -> Run:
@@ -615,14 +614,14 @@ def _(k: Kit) -> Run:
     return k.predict(path)
 
 
-@case("inputs: .npy of complex numbers", pending="open_image: refuse complex dtypes (lead)")
+@case("inputs: .npy of complex numbers")
 def _(k: Kit) -> Run:
     path = k.dir / "c.npy"
     np.save(path, np.zeros((40, 40), complex))
     return k.predict(path)
 
 
-@case("inputs: PNG decompression bomb (200 Mpx)", pending="_open_pil: PIL's bomb error (lead)")
+@case("inputs: PNG decompression bomb (200 Mpx)")
 def _(k: Kit) -> Run:
     from PIL import Image
 
@@ -654,7 +653,6 @@ def _(k: Kit) -> Run:
 
 @case(
     "inputs: 5-plane ZYX stack given to a 5-channel model",
-    pending="item 5: file-declared axes against the model's (lead)",
 )
 def _(k: Kit) -> Run:
     stack = np.stack([tifffile.imread(k.image)] * 5)
@@ -745,13 +743,13 @@ def _(k: Kit) -> Run:
     return Run(["info", path])
 
 
-@case("model: format_version of the wrong type", pending="item 1: model-file checks")
+@case("model: format_version of the wrong type")
 def _(k: Kit) -> Run:
     path = k.crafted_model(meta=lambda m: m.update(format_version=[1]))
     return Run(["predict", "-m", path, "-o", k.out, k.image])
 
 
-@case("model: non-integer classes", pending="item 1: model-file checks")
+@case("model: non-integer classes")
 def _(k: Kit) -> Run:
     path = k.crafted_model(meta=lambda m: m.update(classes=["a", "b"]))
     return Run(["predict", "-m", path, "-o", k.out, k.image])
@@ -759,7 +757,6 @@ def _(k: Kit) -> Run:
 
 @case(
     "model: negative feature index, hashes recomputed",
-    pending="item 1: model-file checks",
     process=True,
 )
 def _(k: Kit) -> Run:
@@ -772,7 +769,6 @@ def _(k: Kit) -> Run:
 
 @case(
     "model: a cycle in a tree's children, hashes recomputed",
-    pending="item 1: model-file checks",
     process=True,
 )
 def _(k: Kit) -> Run:
@@ -785,7 +781,7 @@ def _(k: Kit) -> Run:
     return Run(["predict", "-m", path, "-o", k.out, k.image])
 
 
-@case("model: NaN thresholds, hashes recomputed", pending="item 1: model-file checks")
+@case("model: NaN thresholds, hashes recomputed")
 def _(k: Kit) -> Run:
     def edit(a: dict[str, np.ndarray]) -> None:
         a["threshold"][:] = np.nan
@@ -796,7 +792,6 @@ def _(k: Kit) -> Run:
 
 @case(
     "model: model.json declared 2 GiB in the zip directory",
-    pending="item 1: model-file checks",
 )
 def _(k: Kit) -> Run:
     path = k.crafted_model()

@@ -456,6 +456,12 @@ def _open_pil(path: Path) -> tuple[Any, FileMetadata]:
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             arr = np.asarray(im)
+    except Image.DecompressionBombError as err:
+        # PNG/JPEG are decoded whole: refuse what Pillow finds implausibly large
+        raise DataError(
+            f"'{path}' declares more pixels than PNG/JPEG input may have ({err}); "
+            "convert large images to TIFF or zarr, which are read tile by tile"
+        ) from err
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"'{path}' could not be read as an image ({err})") from err
     if arr.dtype == bool:
@@ -585,8 +591,11 @@ def open_image(
     stack = ExitStack()
     try:
         raw, meta = _open_raw(path, stack)
-        if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
-            raise DataError(f"image '{path}' has dtype {raw.dtype}; expected numbers")
+        if raw.dtype.kind not in "biuf":
+            raise DataError(
+                f"image '{path}' has dtype {raw.dtype}; expected real numbers "
+                "(integers or floats; complex, text and object arrays are refused)"
+            )
         shape = tuple(int(s) for s in raw.shape)
         use = _resolve_axes(path, axes, meta, shape, fallback)
         data = to_canonical(raw, use, path=path, file_axes=meta.axes)
