@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from convpaint._version import __version__
+from convpaint.cli_objects import objects_app
 from convpaint.errors import ConvpaintError
 
 app = typer.Typer(
@@ -469,6 +470,9 @@ def extractors() -> None:
             console.print(f"  {key} = {default!r}  {desc}", highlight=False)
         halo = cls(params()).halo
         console.print(f"  (default halo {halo} px)")
+
+
+app.add_typer(objects_app, name="objects")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from .classifier import RandomForestConfig
 from .data import SUPPORTED_AXES, check_axes
 from .features import ExtractorParams, FeatureConfig, format_validation_errors
 from .io import dump_config, load_config, parse_config, resolve_paths
+from .objects import ObjectsConfig
 from .run import CONFIG_VERSION, Config, EvaluateSection, PredictSection, TrainSection
 from .tiling import TilingConfig
 
@@ -15,6 +16,7 @@ __all__ = [
     "EvaluateSection",
     "ExtractorParams",
     "FeatureConfig",
+    "ObjectsConfig",
     "PredictSection",
     "RandomForestConfig",
     "StrictModel",

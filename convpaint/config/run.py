@@ -11,6 +11,7 @@ from .base import StrictModel
 from .classifier import RandomForestConfig
 from .data import check_axes
 from .features import FeatureConfig
+from .objects import ObjectsConfig
 from .tiling import TilingConfig
 
 __all__ = [
@@ -187,6 +188,9 @@ class Config(StrictModel):
 
     evaluate: EvaluateSection | None = None
     """Scoring against ground truth (needed by `convpaint evaluate CONFIG`)."""
+
+    objects: ObjectsConfig | None = None
+    """Object segmentation and classification (`convpaint objects ...`)."""
 
     @model_validator(mode="after")
     def _predict_model(self) -> Config:
