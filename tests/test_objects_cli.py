@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 from convpaint.cli import app
 
 runner = CliRunner()
-SAMPLE_GT = Path(__file__).resolve().parent.parent / "sample_data/ground_truth/nuclei_gt.tif"
+SAMPLE_GT = (
+    Path(__file__).resolve().parent.parent / "sample_data/ground_truth/nuclei_gt.tif"
+)
 
 
 def _run(*args: str) -> object:
@@ -33,7 +35,9 @@ def ihc(bench: Path) -> Path:
     return bench / "objects/deepliif_ki67_ihc"
 
 
-def _config(tmp_path: Path, ihc: Path, classifier: str, *, train: str = "[2-6]*") -> Path:
+def _config(
+    tmp_path: Path, ihc: Path, classifier: str, *, train: str = "[2-6]*"
+) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(
         f"""
@@ -73,7 +77,9 @@ def test_forest_train_predict_evaluate(tmp_path: Path, ihc: Path) -> None:
     objclass = tifffile.imread(out / "799_2_objclass.tif")
     assert len(rows) == inst.max() == 63
     for row in rows[:10]:  # each object's pixels hold its predicted class
-        assert set(np.unique(objclass[inst == int(row["object_id"])])) == {int(row["class"])}
+        assert set(np.unique(objclass[inst == int(row["object_id"])])) == {
+            int(row["class"])
+        }
     assert not objclass[inst == 0].any()
     summary = _rows(out / "objects_summary.csv")
     assert int(summary[0]["objects"]) == 63
@@ -96,10 +102,14 @@ def test_forest_train_predict_evaluate(tmp_path: Path, ihc: Path) -> None:
     assert res.exit_code == 0 and '"kind": "forest"' in res.output
 
 
-def test_config_free_predict_zarr_parquet_shard_and_existing(tmp_path: Path, ihc: Path) -> None:
+def test_config_free_predict_zarr_parquet_shard_and_existing(
+    tmp_path: Path, ihc: Path
+) -> None:
     """--model form: zarr + parquet outputs, one shard, and the overwrite policy."""
     pytest.importorskip("pyarrow")
-    config = _config(tmp_path, ihc, "{kind: forest, n_estimators: 20, seed: 0}", train="[26]*")
+    config = _config(
+        tmp_path, ihc, "{kind: forest, n_estimators: 20, seed: 0}", train="[26]*"
+    )
     assert _run("train", str(config)).exit_code == 0
     args = [
         "predict",
@@ -295,8 +305,13 @@ def test_3d_objects(tmp_path: Path, bench: Path) -> None:
     for stem in ("1135_mini", "1136_mini"):
         inst = tifffile.imread(root / f"masks/{stem}.tif")
         ids, area = np.unique(inst[inst > 0], return_counts=True)
-        lines = [f"{i},{1 if a < np.median(area) else 2}" for i, a in zip(ids, area, strict=True)]
-        (tmp_path / f"cls/{stem}.csv").write_text("object_id,class\n" + "\n".join(lines))
+        lines = [
+            f"{i},{1 if a < np.median(area) else 2}"
+            for i, a in zip(ids, area, strict=True)
+        ]
+        (tmp_path / f"cls/{stem}.csv").write_text(
+            "object_id,class\n" + "\n".join(lines)
+        )
     (tmp_path / "c.yaml").write_text(
         f"""
 objects:

@@ -51,9 +51,7 @@ def test_features_do_not_depend_on_blocks(ihc: tuple[np.ndarray, np.ndarray]) ->
     np.testing.assert_allclose(
         whole[:, names.index("mean_c1")], [p.intensity_mean for p in props], rtol=1e-5
     )
-    np.testing.assert_allclose(
-        whole[:, names.index("area")], [p.area for p in props]
-    )
+    np.testing.assert_allclose(whole[:, names.index("area")], [p.area for p in props])
     # the contrast to the background ring separates brown (Ki67+) from blue nuclei
     assert np.isfinite(whole).all()
 
@@ -61,7 +59,9 @@ def test_features_do_not_depend_on_blocks(ihc: tuple[np.ndarray, np.ndarray]) ->
 def test_3d_features_and_geometry(bench: Path) -> None:
     """3D masks give 3D shape measurements, independent of the block."""
     labels = tifffile.imread(bench / "plantseg_ovule_nuclei3d/masks/1135_mini.tif")[:50]
-    image = tifffile.imread(bench / "plantseg_ovule_nuclei3d/images/1135_mini.tif")[None, :50]
+    image = tifffile.imread(bench / "plantseg_ovule_nuclei3d/images/1135_mini.tif")[
+        None, :50
+    ]
     cfg = ObjectFeatureConfig(quantiles=[0.5], ring=2)
     geo = measure_geometry(labels, (50, 100, 100))
     a = measure_features(image, labels, geo, cfg, block=(50, 100, 100))
@@ -107,14 +107,21 @@ def _mask() -> np.ndarray:
         ("object_id,class\n3,-1\n", ["negative"]),
     ],
 )
-def test_bad_class_tables_are_located(tmp_path: Path, table: str, phrases: list[str]) -> None:
+def test_bad_class_tables_are_located(
+    tmp_path: Path, table: str, phrases: list[str]
+) -> None:
     """Malformed class tables give a DataError naming the file, line and problem."""
     path = tmp_path / "c.csv"
     path.write_text(table)
     m = _mask()
     with pytest.raises(DataError) as err:
         object_classes(
-            np.array([3, 7, 9]), m, path, mask_path=tmp_path / "m.tif", block=(20, 30), unlabelled="skip"
+            np.array([3, 7, 9]),
+            m,
+            path,
+            mask_path=tmp_path / "m.tif",
+            block=(20, 30),
+            unlabelled="skip",
         )
     for phrase in phrases:
         assert phrase in str(err.value)

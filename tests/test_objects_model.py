@@ -30,7 +30,9 @@ def _forest_model(path: Path) -> Path:
         "classes": [1, 2],
         "feature_names": ["a", "b", "c", "d"],
     }
-    return save_object_model(path, meta, {f"forest/{k}.npy": v for k, v in nodes.arrays().items()})
+    return save_object_model(
+        path, meta, {f"forest/{k}.npy": v for k, v in nodes.arrays().items()}
+    )
 
 
 def _cnn_model(path: Path) -> Path:
@@ -39,10 +41,14 @@ def _cnn_model(path: Path) -> Path:
 
     arch = {"name": "small", "ndim": 2, "in_channels": 2, "n_classes": 2, "width": 2}
     arrays = {f"cnn/{k}.npy": v for k, v in state_arrays(build_network(arch)).items()}
-    return save_object_model(path, {"kind": "cnn", "classes": [1, 2], "network": arch}, arrays)
+    return save_object_model(
+        path, {"kind": "cnn", "classes": [1, 2], "network": arch}, arrays
+    )
 
 
-def _rewrite(path: Path, edit: Callable[[dict[str, bytes]], None], *, fix_sha: bool) -> None:
+def _rewrite(
+    path: Path, edit: Callable[[dict[str, bytes]], None], *, fix_sha: bool
+) -> None:
     """Rewrite the zip after ``edit`` changed its entries; optionally fix checksums so
     that only the deeper checks can catch the change."""
     with zipfile.ZipFile(path) as zf:
@@ -118,7 +124,11 @@ def _flip_byte(entries: dict[str, bytes]) -> None:
         # a newer format
         (
             lambda e: e.update(
-                {"model.json": json.dumps({**json.loads(e["model.json"]), "format_version": 99}).encode()}
+                {
+                    "model.json": json.dumps(
+                        {**json.loads(e["model.json"]), "format_version": 99}
+                    ).encode()
+                }
             ),
             False,
             "upgrade",
@@ -147,7 +157,9 @@ def test_cnn_tensor_with_wrong_shape_is_refused(tmp_path: Path) -> None:
         load_object_model(path).network()
 
 
-def test_size_is_bounded_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_size_is_bounded_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An entry larger than the limit is refused before it is read."""
     path = _forest_model(tmp_path / "m.cpo")
     monkeypatch.setattr(model_io, "_MAX_ENTRY_BYTES", 64)

@@ -31,7 +31,9 @@ def _reference(
 
 def _read(path: Path) -> np.ndarray:
     return np.asarray(
-        zarr.open_array(str(path))[:] if path.suffix == ".zarr" else tifffile.imread(path)
+        zarr.open_array(str(path))[:]
+        if path.suffix == ".zarr"
+        else tifffile.imread(path)
     )
 
 
@@ -134,7 +136,9 @@ def test_split_is_per_object_and_block_independent(
     components, n = ndi.label(nuclei3d)
     assert outs[0].max() > n // 2
     # every object lies inside one connected component
-    pairs = np.unique(np.stack([outs[0].ravel(), components.ravel()], 1)[outs[0].ravel() > 0], axis=0)
+    pairs = np.unique(
+        np.stack([outs[0].ravel(), components.ravel()], 1)[outs[0].ravel() > 0], axis=0
+    )
     assert len(np.unique(pairs[:, 0])) == len(pairs)
 
 
@@ -152,12 +156,33 @@ def test_segment_api_foreground_threshold_and_names(tmp_path: Path) -> None:
     res = segment([str(tmp_path / "a_labels.tif")], out, SegmentConfig(foreground=[2]))
     assert res[0].output == out / "a_instances.tif"
     assert _read(res[0].output).max() == 2
-    res = segment([str(tmp_path / "b.tif")], out, SegmentConfig(threshold=0.5, min_size=30))
+    res = segment(
+        [str(tmp_path / "b.tif")], out, SegmentConfig(threshold=0.5, min_size=30)
+    )
     assert _read(res[0].output).max() == 1  # the 25-pixel object is removed
     from convpaint.errors import DataError, OutputExistsError
 
     with pytest.raises(OutputExistsError, match="exists"):
         segment([str(tmp_path / "b.tif")], out, SegmentConfig(threshold=0.5))
-    assert segment([str(tmp_path / "b.tif")], out, SegmentConfig(threshold=0.5), on_exists="skip")[0].skipped
+    assert segment(
+        [str(tmp_path / "b.tif")], out, SegmentConfig(threshold=0.5), on_exists="skip"
+    )[0].skipped
     with pytest.raises(DataError, match="threshold"):
         segment([str(tmp_path / "b.tif")], out, SegmentConfig(), on_exists="overwrite")
+
+
+@pytest.mark.parametrize("shape", [(300, 520), (5, 300, 270)])
+def test_large_tiff_outputs_are_streamed_as_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]
+) -> None:
+    """Above the strip limit, TIFFs are written tile by tile with the same content."""
+    import convpaint.objects.io as objects_io
+
+    monkeypatch.setattr(objects_io, "_STRIPPED_MAX_BYTES", 0)
+    mask = _blobs(shape, 0.5)
+    label_mask(mask, tmp_path / "t.tif", block=(97,) * len(shape))
+    with tifffile.TiffFile(tmp_path / "t.tif") as tif:
+        assert tif.pages[0].is_tiled
+    np.testing.assert_array_equal(
+        _read(tmp_path / "t.tif"), _reference(mask, "face", 1, None)
+    )

@@ -307,13 +307,20 @@ def label_dtype(top: int) -> np.dtype:
 
 
 # --------------------------------------------------------------------------- writer
+#: Larger TIFF outputs are written as 256² tiles, streamed from the disk-backed map;
+#: smaller ones as strips (ImageJ's own reader does not open tiled TIFFs).
+_STRIPPED_MAX_BYTES = 64 * 2**20
+_TILE = 256
+
+
 class LabelWriter:
     """Writes a 2D or 3D label image block by block to TIFF or zarr, atomically.
 
     zarr outputs are written chunk by chunk; TIFF outputs are assembled in a disk-backed
     memory map (resident memory stays at about one block) and written as a compressed
-    TIFF when :meth:`finish` is called. Use as a context manager: on an exception,
-    nothing appears under the final name.
+    TIFF when :meth:`finish` is called: in strips up to 64 MiB (ImageJ-readable), in
+    256² tiles streamed from the map above that. Use as a context manager: on an
+    exception, nothing appears under the final name.
     """
 
     def __init__(
@@ -362,10 +369,24 @@ class LabelWriter:
         """Store one block at ``where``."""
         self._target[where] = block
         if self.fmt == "tif":
-            self._target.flush()
-            raw = getattr(self._target, "_mmap", None)
-            if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
-                raw.madvise(mmap.MADV_DONTNEED)
+            self._release()
+
+    def _release(self) -> None:
+        """Flush the disk-backed map and drop its pages from resident memory (they are
+        file-backed and reclaimable, but count towards a job's memory until dropped)."""
+        self._target.flush()
+        raw = getattr(self._target, "_mmap", None)
+        if raw is not None and hasattr(mmap, "MADV_DONTNEED"):
+            raw.madvise(mmap.MADV_DONTNEED)
+
+    def _tiles(self, mm: np.ndarray) -> Iterator[np.ndarray]:
+        """The map's tiles in TIFF order (plane, tile row, tile column)."""
+        planes = mm.reshape(-1, *mm.shape[-2:])
+        for plane in planes:
+            for y in range(0, plane.shape[0], _TILE):
+                for x in range(0, plane.shape[1], _TILE):
+                    yield np.array(plane[y : y + _TILE, x : x + _TILE])
+                self._release()
 
     def finish(self) -> Path:
         """Write the TIFF (if any) and move the output into place."""
@@ -377,12 +398,22 @@ class LabelWriter:
             with tifffile.TiffWriter(
                 self._tmp, bigtiff=mm.nbytes > 2**31, imagej=mm.dtype == np.uint16
             ) as tw:
-                tw.write(
-                    mm,
-                    compression="zlib",
-                    metadata={"axes": self.axes},
-                    rowsperstrip=64,
-                )
+                if mm.nbytes <= _STRIPPED_MAX_BYTES:
+                    tw.write(
+                        mm,
+                        compression="zlib",
+                        metadata={"axes": self.axes},
+                        rowsperstrip=64,
+                    )
+                else:
+                    tw.write(
+                        self._tiles(mm),
+                        shape=mm.shape,
+                        dtype=mm.dtype,
+                        tile=(_TILE, _TILE),
+                        compression="zlib",
+                        metadata={"axes": self.axes},
+                    )
         self._stack.close()
         return self.final
 

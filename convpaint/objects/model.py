@@ -152,7 +152,9 @@ def save_object_model(
         zf.writestr("model.json", json.dumps(meta, indent=2))
         for name, blob in blobs.items():
             # network weights barely compress; storing them saves seconds per save
-            kind = zipfile.ZIP_STORED if name.startswith("cnn/") else zipfile.ZIP_DEFLATED
+            kind = (
+                zipfile.ZIP_STORED if name.startswith("cnn/") else zipfile.ZIP_DEFLATED
+            )
             zf.writestr(name, blob, compress_type=kind)
     return path
 
