@@ -62,6 +62,24 @@ def _config_or_items(
     return config, []
 
 
+def _segment_options(**options: object) -> object:
+    """Segment settings from command-line options, errors as one line each."""
+    from pydantic import ValidationError
+
+    from convpaint.config.objects import SegmentConfig
+    from convpaint.errors import ConfigError
+
+    try:
+        return SegmentConfig(**options)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = "--" + "-".join(str(p) for p in e["loc"]).replace("_", "-")
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if e["loc"] else msg)
+        raise ConfigError("invalid segment options: " + "; ".join(problems)) from err
+
+
 @objects_app.command()
 def segment(
     config: Annotated[
@@ -128,20 +146,19 @@ def segment(
         "give a CONFIG file, or --output DIR with MASK files",
     )
     from convpaint.config import load_config
-    from convpaint.config.objects import SegmentConfig
     from convpaint.objects import api
 
     with user_errors(debug):
         if cfg is None:
             assert output is not None
-            params = SegmentConfig(
+            params = _segment_options(
                 foreground=foreground or None,
                 threshold=threshold,
-                connectivity=connectivity,  # type: ignore[arg-type]
+                connectivity=connectivity,
                 min_size=min_size,
                 max_size=max_size,
-                split={"min_distance": split} if split else None,  # type: ignore[arg-type]
-                format=fmt,  # type: ignore[arg-type]
+                split={"min_distance": split} if split else None,
+                format=fmt,
                 block_size=block_size,
                 output_dir=output,
             )

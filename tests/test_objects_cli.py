@@ -258,6 +258,8 @@ objects:
     assert a.max() > 10
     res = _run("segment", str(tmp_path / "c.yaml"))
     assert res.exit_code == 1 and "exists" in res.output
+    res = _run("segment", "-o", str(tmp_path / "d"), "--min-size", "0", str(SAMPLE_GT))
+    assert res.exit_code == 1 and "--min-size: Input should be greater than 0" in res.output
 
 
 def test_cnn_training_is_reproducible(tmp_path: Path, ihc: Path) -> None:

@@ -26,6 +26,7 @@ from convpaint.config.objects import (
     ObjectCNNConfig,
     ObjectForestConfig,
     ObjectsConfig,
+    ObjectTrainSection,
     SegmentConfig,
     check_object_axes,
 )
@@ -198,39 +199,43 @@ def segment(
                 results.append(SegmentResult(path, out, skipped=True))
                 bar.update(1)
                 continue
-            t0 = time.perf_counter()
-            raw, stack = open_labels_or_map(path)
-            with stack:
-                fg = _Foreground(raw, params, path)
-                size = params.block_size or default_block(raw.ndim)
-                block = tuple([size] * raw.ndim if isinstance(size, int) else size)
-                if len(block) != raw.ndim:
-                    raise ConfigError(
-                        f"objects.segment.block_size has {len(block)} values but mask "
-                        f"'{path}' has {raw.ndim} dimensions; give one value per axis"
-                    )
-                stats = label_mask(
-                    fg,
-                    out,
-                    connectivity=params.connectivity,
-                    min_size=params.min_size,
-                    max_size=params.max_size,
-                    split_min_distance=params.split.min_distance
-                    if params.split
-                    else None,
-                    block=block,
-                    fmt=params.format,
-                    attrs={"source": str(path)},
-                )
-            logger.info("%s: %d objects -> %s", path, stats.n_objects, out)
-            results.append(
-                SegmentResult(path, out, seconds=time.perf_counter() - t0, stats=stats)
-            )
+            results.append(_segment_one(path, out, params))
             bar.update(1)
     return results
 
 
-def open_labels_or_map(path: Path) -> tuple[Any, Any]:
+def _segment_one(path: Path, out: Path, params: SegmentConfig) -> SegmentResult:
+    """Label one mask file into ``out``."""
+    t0 = time.perf_counter()
+    raw, stack = _open_mask(path)
+    with stack:
+        fg = _Foreground(raw, params, path)
+        size = params.block_size or default_block(raw.ndim)
+        block = tuple([size] * raw.ndim if isinstance(size, int) else size)
+        if len(block) != raw.ndim:
+            raise ConfigError(
+                f"objects.segment.block_size has {len(block)} values but mask "
+                f"'{path}' has {raw.ndim} dimensions; give one value per axis"
+            )
+        grid = [-(-n // b) for n, b in zip(fg.shape, block, strict=True)]
+        with progress.bar(2 * int(np.prod(grid)), path.name, "block") as blocks:
+            stats = label_mask(
+                fg,
+                out,
+                connectivity=params.connectivity,
+                min_size=params.min_size,
+                max_size=params.max_size,
+                split_min_distance=params.split.min_distance if params.split else None,
+                block=block,
+                fmt=params.format,
+                attrs={"source": str(path)},
+                progress=blocks,
+            )
+    logger.info("%s: %d objects -> %s", path, stats.n_objects, out)
+    return SegmentResult(path, out, seconds=time.perf_counter() - t0, stats=stats)
+
+
+def _open_mask(path: Path) -> tuple[Any, Any]:
     """A mask file as a lazy array in its own layout (any numeric dtype)."""
     from contextlib import ExitStack
 
@@ -277,16 +282,6 @@ def segment_from_config(
 
 
 # --------------------------------------------------------------------------- training
-@dataclass
-class _ImageObjects:
-    """One training or prediction image with its objects."""
-
-    image: Path
-    instances: Path
-    geometry: ObjectGeometry
-    classes: NDArray[np.int64] | None = None
-
-
 @dataclass
 class ObjectTrainResult:
     """What objects training produced."""
@@ -365,52 +360,45 @@ def _resolve_seed(classifier: ObjectForestConfig | ObjectCNNConfig) -> int:
     return classifier.seed
 
 
-def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
-    """Train an object classifier from ``objects.train`` and write the model file.
+@dataclass
+class _TrainingSet:
+    """Inputs and classes of every labelled training object."""
 
-    Raises
-    ------
-    ConfigError, DataError, OutputExistsError, WeightsError
-    """
-    t0 = time.perf_counter()
-    objects = _objects(config).model_copy(deep=True)
-    t = objects.train
-    if t is None:
-        raise ConfigError(
-            "the config has no objects.train section; add objects: {train: {images, "
-            "instances, classes, model}}"
-        )
-    if t.model.exists() and not overwrite:
-        raise OutputExistsError(
-            f"model '{t.model}' exists; pass --overwrite to replace it or change "
-            "objects.train.model"
-        )
-    classifier = objects.classifier
-    seed = _resolve_seed(classifier)
+    x: np.ndarray
+    y: NDArray[np.int64]
+    n_channels: int
+    n_unlabelled: int
+    files: list[dict[str, Any]]
+
+
+def _collect_training(
+    t: ObjectTrainSection, classifier: ObjectForestConfig | ObjectCNNConfig
+) -> _TrainingSet:
+    """Open every training image with its mask and classes; measure or crop the
+    labelled objects."""
     images = expand_inputs(t.images, what="objects.train.images")
     stems = [file_stem(p) for p in images]
     masks = pair_files(images, t.instances, what="objects.train.instances", stems=stems)
     tables = pair_files(images, t.classes, what="objects.train.classes", stems=stems)
+    block = default_block(len(spatial_axes(t.axes)))
     inputs, targets, files = [], [], []
-    n_channels: tuple[Path, int] | None = None
+    first: tuple[Path, int] | None = None
     n_unlabelled = 0
-    ndim = len(spatial_axes(t.axes))
     with progress.bar(len(images), "objects", "file") as bar:
         for image, mask, table in zip(images, masks, tables, strict=True):
             with open_volume(image, t.axes) as vol:
-                if n_channels is not None and vol.n_channels != n_channels[1]:
+                if first is not None and vol.n_channels != first[1]:
                     raise DataError(
                         f"training image '{image}' has {vol.n_channels} channels but "
-                        f"'{n_channels[0]}' has {n_channels[1]}; all training images need "
-                        "the same channels"
+                        f"'{first[0]}' has {first[1]}; all training images need the "
+                        "same channels"
                     )
-                n_channels = n_channels or (image, vol.n_channels)
+                first = first or (image, vol.n_channels)
                 labels, stack = open_labels(mask)
                 with stack:
                     check_same_shape(
                         labels, vol.spatial_shape, labels_path=mask, image_path=image
                     )
-                    block = default_block(ndim)
                     geometry = measure_geometry(labels, block)
                     classes = object_classes(
                         geometry.ids,
@@ -434,82 +422,109 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
                             )
                         )
                         targets.append(classes[keep])
+            named = {"image": image, "instances": mask, "classes": table}
             files.append(
                 {
-                    "image": str(image),
-                    "instances": str(mask),
-                    "classes": str(table),
-                    "sha256": {
-                        "image": _sha256(image),
-                        "instances": _sha256(mask),
-                        "classes": _sha256(table),
-                    },
+                    **{k: str(v) for k, v in named.items()},
+                    "sha256": {k: _sha256(v) for k, v in named.items()},
                 }
             )
             bar.update(1)
     y = np.concatenate(targets) if targets else np.zeros(0, np.int64)
-    class_values = check_class_counts(y, f"{len(images)} training image(s)")
-    x = np.concatenate(inputs)
-    assert n_channels is not None
-    objects.train = t
+    check_class_counts(y, f"{len(images)} training image(s)")
+    assert first is not None
+    return _TrainingSet(np.concatenate(inputs), y, first[1], n_unlabelled, files)
+
+
+def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
+    """Train an object classifier from ``objects.train`` and write the model file.
+
+    Raises
+    ------
+    ConfigError, DataError, OutputExistsError, WeightsError
+    """
+    t0 = time.perf_counter()
+    objects = _objects(config).model_copy(deep=True)
+    t = objects.train
+    if t is None:
+        raise ConfigError(
+            "the config has no objects.train section; add objects: {train: {images, "
+            "instances, classes, model}}"
+        )
+    if t.model.exists() and not overwrite:
+        raise OutputExistsError(
+            f"model '{t.model}' exists; pass --overwrite to replace it or change "
+            "objects.train.model"
+        )
+    classifier = objects.classifier
+    seed = _resolve_seed(classifier)
+    data = _collect_training(t, classifier)
+    class_values = sorted(int(c) for c in np.unique(data.y))
+    counts = {c: int((data.y == c).sum()) for c in class_values}
+    ndim = len(spatial_axes(t.axes))
+    logger.info("training on %d objects: %s", len(data.y), counts)
     meta: dict[str, Any] = {
         "kind": classifier.kind,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "classes": class_values,
         "axes": t.axes,
         "ndim": ndim,
-        "n_channels": n_channels[1],
+        "n_channels": data.n_channels,
         "classifier": classifier.model_dump(mode="json"),
         "config": objects.model_dump(mode="json"),
         "training": {
-            "files": files,
-            "objects_per_class": {str(c): int((y == c).sum()) for c in class_values},
-            "unlabelled_objects": n_unlabelled,
+            "files": data.files,
+            "objects_per_class": {str(c): n for c, n in counts.items()},
+            "unlabelled_objects": data.n_unlabelled,
             "seed": seed,
         },
     }
     result = ObjectTrainResult(
         model=t.model,
         kind=classifier.kind,
-        objects_per_class={c: int((y == c).sum()) for c in class_values},
-        n_images=len(images),
-        n_unlabelled=n_unlabelled,
+        objects_per_class=counts,
+        n_images=len(data.files),
+        n_unlabelled=data.n_unlabelled,
         seconds=0.0,
     )
-    index = np.searchsorted(class_values, y)
     if isinstance(classifier, ObjectForestConfig):
         from .forest import fit_forest
 
-        names = feature_names(classifier.features, n_channels[1], ndim)
-        nodes, importance = fit_forest(x, y, classifier, seed=seed, n_jobs=_threads())
-        meta["feature_names"] = names
+        names = feature_names(classifier.features, data.n_channels, ndim)
+        nodes, importance = fit_forest(
+            data.x, data.y, classifier, seed=seed, n_jobs=_threads()
+        )
         arrays = {f"forest/{k}.npy": v for k, v in nodes.arrays().items()}
-        order = np.argsort(importance)[::-1][:10]
-        result.n_features = len(names)
-        result.top_features = [(names[i], float(importance[i])) for i in order]
+        meta["feature_names"] = names
         meta["training"]["feature_importances"] = dict(
             zip(names, importance.round(6).tolist(), strict=True)
         )
+        result.n_features = len(names)
+        result.top_features = [
+            (names[i], float(importance[i])) for i in np.argsort(importance)[::-1][:10]
+        ]
     else:
         from .cnn import train_cnn
 
+        threads = _threads(classifier.threads)
         state, arch, history = train_cnn(
-            x,
-            index,
+            data.x,
+            np.searchsorted(class_values, data.y),
             classifier,
             n_classes=len(class_values),
             seed=seed,
-            threads=_threads(classifier.threads),
+            threads=threads,
         )
+        arrays = {f"cnn/{k}.npy": v for k, v in state.items()}
         meta["network"] = arch
         meta["crop_size"] = classifier.crop_size
         meta["training"]["loss"] = [round(v, 6) for v in history["loss"]]
-        meta["training"]["torch_threads"] = _threads(classifier.threads)
+        meta["training"]["torch_threads"] = threads
         if "weights_sha256" in history:
             meta["training"]["imagenet_weights_sha256"] = history["weights_sha256"]
-        arrays = {f"cnn/{k}.npy": v for k, v in state.items()}
     meta["versions"] = _versions()
     save_object_model(t.model, meta, arrays)
+    logger.info("object model written to %s", t.model)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -593,6 +608,79 @@ def _counts_from_table(path: Path) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
+def _predict_one(
+    model: ObjectModel,
+    predictor: Any,
+    image: Path,
+    mask: Path,
+    out: Path,
+    table: Path,
+    *,
+    axes: str,
+    fmt: Literal["tif", "zarr"],
+    threads: int,
+) -> ObjectPredictResult:
+    """Classify the objects of one image; write its objclass image and table."""
+    t0 = time.perf_counter()
+    meta = model.meta
+    classes = np.asarray(model.classes, np.int64)
+    block = default_block(meta["ndim"])
+    with open_volume(image, axes) as vol:
+        if vol.n_channels != meta["n_channels"]:
+            raise DataError(
+                f"image '{image}' has {vol.n_channels} channel(s) but model "
+                f"'{model.path}' was trained on {meta['n_channels']}; predict "
+                f"images like the training images (axes {meta['axes']})"
+            )
+        labels, stack = open_labels(mask)
+        with stack:
+            check_same_shape(
+                labels, vol.spatial_shape, labels_path=mask, image_path=image
+            )
+            geometry = measure_geometry(labels, block)
+            proba = np.zeros((0, len(classes)))
+            if len(geometry):
+                proba = _predict_probabilities(
+                    model,
+                    predictor,
+                    vol.data,
+                    labels,
+                    geometry,
+                    block=block,
+                    threads=threads,
+                    source=image,
+                )
+            else:
+                logger.warning("instances '%s' contain no object", mask)
+            predicted = classes[proba.argmax(axis=1)] if len(proba) else classes[:0]
+            map_labels_to_file(
+                labels,
+                geometry.ids,
+                predicted,
+                out,
+                fmt=fmt,
+                block=block,
+                attrs={"source": str(image), "instances": str(mask)},
+            )
+    columns: dict[str, Any] = {
+        "object_id": geometry.ids.tolist(),
+        "class": predicted.tolist(),
+    }
+    for i, c in enumerate(classes):
+        columns[f"probability_{c}"] = proba[:, i].round(6).tolist()
+    columns["area"] = geometry.area.tolist()
+    for a, name in enumerate(spatial_axes(axes)):
+        columns[f"centroid_{name.lower()}"] = geometry.centroid[:, a].round(2).tolist()
+    write_table(table, columns)
+    values, counts = np.unique(predicted, return_counts=True)
+    return ObjectPredictResult(
+        image,
+        [out, table],
+        seconds=time.perf_counter() - t0,
+        counts=dict(zip(values.tolist(), counts.tolist(), strict=True)),
+    )
+
+
 def predict(
     model_path: Path | str,
     inputs: Sequence[str],
@@ -651,12 +739,13 @@ def predict(
             check_on_exists([out, tab], on_exists)
     n_threads = _threads(threads)
     predictor = model.network() if model.kind == "cnn" else model.forest()
-    classes = np.asarray(model.classes, np.int64)
+    classes = model.classes
     results = []
-    block = default_block(meta["ndim"])
     with progress.bar(len(plan), "objects", "file") as bar:
         for image, mask, out, tab in plan:
-            if not check_on_exists([out, tab], on_exists):
+            # "error" was checked above; with "skip", a half-finished input (objclass
+            # written, table not) is predicted again
+            if on_exists == "skip" and out.exists() and tab.exists():
                 results.append(
                     ObjectPredictResult(
                         image, [out, tab], skipped=True, counts=_counts_from_table(tab)
@@ -664,71 +753,23 @@ def predict(
                 )
                 bar.update(1)
                 continue
-            t0 = time.perf_counter()
-            with open_volume(image, use_axes) as vol:
-                if vol.n_channels != meta["n_channels"]:
-                    raise DataError(
-                        f"image '{image}' has {vol.n_channels} channel(s) but model "
-                        f"'{model.path}' was trained on {meta['n_channels']}; predict "
-                        f"images like the training images (axes {meta['axes']})"
-                    )
-                labels, stack = open_labels(mask)
-                with stack:
-                    check_same_shape(
-                        labels, vol.spatial_shape, labels_path=mask, image_path=image
-                    )
-                    geometry = measure_geometry(labels, block)
-                    if len(geometry):
-                        proba = _predict_probabilities(
-                            model,
-                            predictor,
-                            vol.data,
-                            labels,
-                            geometry,
-                            block=block,
-                            threads=n_threads,
-                            source=image,
-                        )
-                    else:
-                        logger.warning("instances '%s' contain no object", mask)
-                        proba = np.zeros((0, len(classes)))
-                    predicted = (
-                        classes[proba.argmax(axis=1)] if len(proba) else classes[:0]
-                    )
-                    map_labels_to_file(
-                        labels,
-                        geometry.ids,
-                        predicted,
-                        out,
-                        fmt=fmt,
-                        block=block,
-                        attrs={"source": str(image), "instances": str(mask)},
-                    )
-            columns: dict[str, Any] = {
-                "object_id": geometry.ids.tolist(),
-                "class": predicted.tolist(),
-            }
-            for i, c in enumerate(classes):
-                columns[f"probability_{c}"] = proba[:, i].round(6).tolist()
-            columns["area"] = geometry.area.tolist()
-            for a, name in enumerate(spatial_axes(use_axes)):
-                columns[f"centroid_{name.lower()}"] = (
-                    geometry.centroid[:, a].round(2).tolist()
-                )
-            write_table(tab, columns)
-            values, counts = np.unique(predicted, return_counts=True)
             results.append(
-                ObjectPredictResult(
+                _predict_one(
+                    model,
+                    predictor,
                     image,
-                    [out, tab],
-                    seconds=time.perf_counter() - t0,
-                    counts=dict(zip(values.tolist(), counts.tolist(), strict=True)),
+                    mask,
+                    out,
+                    tab,
+                    axes=use_axes,
+                    fmt=fmt,
+                    threads=n_threads,
                 )
             )
             bar.update(1)
     summary = {"image": [str(r.input) for r in results]}
     summary["objects"] = [sum(r.counts.values()) for r in results]
-    for c in classes.tolist():
+    for c in classes:
         summary[f"class_{c}"] = [r.counts.get(c, 0) for r in results]
     path = write_table(_summary_path(output_dir, shard), summary)
     for r in results:

@@ -168,34 +168,56 @@ def _face_edges(
     sources, targets = [], []
     for axis in range(ndim):
         crossing = [d for d in steps if d[axis] == 1]
+        # the face is read one block-sized piece at a time, one pixel wider on each
+        # side so that diagonal pairs across piece borders are found too
+        others = [a for a in range(ndim) if a != axis]
+        pieces = list(
+            iter_blocks(
+                [labels.shape[a] for a in others], [labels.block[a] for a in others]
+            )
+        )
         for k in range(1, labels.grid[axis]):
             pos = k * labels.block[axis]
-            where = tuple(
-                slice(pos - 1, pos + 1) if a == axis else slice(0, labels.shape[a])
-                for a in range(ndim)
-            )
-            slab = labels.read_global(where)
-            before = np.take(slab, 0, axis=axis)
-            after = np.take(slab, 1, axis=axis)
-            for d in crossing:
-                other = [dd for a, dd in enumerate(d) if a != axis]
-                a_sl, b_sl = [], []
-                for dd, n in zip(other, before.shape, strict=True):
-                    # pixel p before the face touches p + dd after it
-                    a_sl.append(slice(max(0, -dd), n - max(0, dd)))
-                    b_sl.append(slice(max(0, dd), n - max(0, -dd)))
-                a = before[tuple(a_sl)]
-                b = after[tuple(b_sl)]
-                both = (a > 0) & (b > 0)
-                if both.any():
-                    sources.append(a[both])
-                    targets.append(b[both])
+            for piece in pieces:
+                where: list[slice] = [slice(0)] * ndim
+                where[axis] = slice(pos - 1, pos + 1)
+                for a, sl in zip(others, piece, strict=True):
+                    where[a] = slice(
+                        max(sl.start - 1, 0), min(sl.stop + 1, labels.shape[a])
+                    )
+                slab = labels.read_global(tuple(where))
+                _pairs_across(slab, axis, crossing, sources, targets)
     if not sources:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = np.unique(
         np.stack([np.concatenate(sources), np.concatenate(targets)], axis=1), axis=0
     )
     return pairs[:, 0], pairs[:, 1]
+
+
+def _pairs_across(
+    slab: np.ndarray,
+    axis: int,
+    crossing: list[np.ndarray],
+    sources: list[np.ndarray],
+    targets: list[np.ndarray],
+) -> None:
+    """Append the id pairs that touch across a two-layer slab (layers along ``axis``)."""
+    before = np.take(slab, 0, axis=axis)
+    after = np.take(slab, 1, axis=axis)
+    for d in crossing:
+        other = [dd for a, dd in enumerate(d) if a != axis]
+        a_sl, b_sl = [], []
+        for dd, n in zip(other, before.shape, strict=True):
+            # pixel p before the face touches p + dd after it
+            a_sl.append(slice(max(0, -dd), n - max(0, dd)))
+            b_sl.append(slice(max(0, dd), n - max(0, -dd)))
+        a = before[tuple(a_sl)]
+        b = after[tuple(b_sl)]
+        both = (a > 0) & (b > 0)
+        if both.any():
+            sources.append(a[both])
+            targets.append(b[both])
 
 
 def _merge(
