@@ -70,7 +70,7 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
                 setattr(e, name, [_join(base_dir, v) for v in values])
         e.output_dir = Path(_join(base_dir, e.output_dir))
     if config.objects is not None:
-        config.objects = resolve_object_paths(config.objects, base_dir)
+        config.objects = resolve_object_paths(config.objects, lambda v: _join(base_dir, v))
     for spec in config.features.extractors if config.features.extractors != "auto" else []:
         weights = getattr(spec, "weights", None)
         if weights is not None:

@@ -26,7 +26,7 @@ Example::
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -493,38 +493,35 @@ class ObjectsConfig(StrictModel):
         return self
 
 
-def _join(base: Path, value: str | Path) -> str:
-    p = Path(str(value)).expanduser()
-    return os.path.normpath(p if p.is_absolute() else base / p)
-
-
-def resolve_object_paths(objects: ObjectsConfig, base_dir: Path) -> ObjectsConfig:
-    """Return a copy whose relative paths, globs and templates start at ``base_dir``."""
+def resolve_object_paths(
+    objects: ObjectsConfig, join: Callable[[str | Path], str]
+) -> ObjectsConfig:
+    """Return a copy whose relative paths, globs and templates went through ``join``
+    (which makes a path relative to the config file's folder absolute)."""
     objects = objects.model_copy(deep=True)
-    base_dir = base_dir.resolve()
 
     def lists(section: StrictModel | None, *names: str) -> None:
         for name in names:
             values = getattr(section, name)
             if values is not None:
-                setattr(section, name, [_join(base_dir, v) for v in values])
+                setattr(section, name, [join(v) for v in values])
 
     if objects.segment is not None:
         lists(objects.segment, "inputs")
-        objects.segment.output_dir = Path(_join(base_dir, objects.segment.output_dir))
+        objects.segment.output_dir = Path(join(objects.segment.output_dir))
     if isinstance(objects.classifier, ObjectCNNConfig) and objects.classifier.weights:
-        objects.classifier.weights = Path(_join(base_dir, objects.classifier.weights))
+        objects.classifier.weights = Path(join(objects.classifier.weights))
     if objects.train is not None:
         lists(objects.train, "images", "instances", "classes")
-        objects.train.model = Path(_join(base_dir, objects.train.model))
+        objects.train.model = Path(join(objects.train.model))
     if objects.predict is not None:
         p = objects.predict
         lists(p, "inputs", "instances")
-        p.output_dir = Path(_join(base_dir, p.output_dir))
+        p.output_dir = Path(join(p.output_dir))
         if p.model is None and objects.train is not None:
             p.model = objects.train.model
         elif p.model is not None:
-            p.model = Path(_join(base_dir, p.model))
+            p.model = Path(join(p.model))
     if objects.evaluate is not None:
         e = objects.evaluate
         lists(
@@ -534,5 +531,5 @@ def resolve_object_paths(objects: ObjectsConfig, base_dir: Path) -> ObjectsConfi
             "ground_truth_instances",
             "ground_truth_classes",
         )
-        e.output_dir = Path(_join(base_dir, e.output_dir))
+        e.output_dir = Path(join(e.output_dir))
     return objects

@@ -5,9 +5,7 @@ Everything here returns data and never prints; :mod:`convpaint.cli_objects` form
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
 import secrets
 import time
 from collections.abc import Sequence
@@ -20,13 +18,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convpaint import progress
-from convpaint._version import __version__
 from convpaint.config import Config
 from convpaint.config.objects import (
     ObjectCNNConfig,
     ObjectForestConfig,
     ObjectsConfig,
     ObjectTrainSection,
+    OnExists,
     SegmentConfig,
     check_object_axes,
 )
@@ -80,7 +78,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OnExists = Literal["error", "skip", "overwrite"]
 _SEGMENT_SUFFIXES = ("_labels", "_mask", "_probabilities")
 
 
@@ -296,37 +293,6 @@ class ObjectTrainResult:
     top_features: list[tuple[str, float]] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(str(p.relative_to(path)).encode())
-                h.update(p.read_bytes())
-        return h.hexdigest()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import sklearn
-
-    out = {
-        "convpaint": __version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        out["torch"] = torch.__version__
-    return out
-
-
 def _object_inputs(
     data: Any,
     labels: Any,
@@ -380,6 +346,8 @@ def _collect_training(
     stems = [file_stem(p) for p in images]
     masks = pair_files(images, t.instances, what="objects.train.instances", stems=stems)
     tables = pair_files(images, t.classes, what="objects.train.classes", stems=stems)
+    from convpaint.api import _sha256
+
     block = default_block(len(spatial_axes(t.axes)))
     inputs, targets, files = [], [], []
     first: tuple[Path, int] | None = None
@@ -443,6 +411,8 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
     ------
     ConfigError, DataError, OutputExistsError, WeightsError
     """
+    from convpaint.api import _versions
+
     t0 = time.perf_counter()
     objects = _objects(config).model_copy(deep=True)
     t = objects.train

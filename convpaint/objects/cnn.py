@@ -200,17 +200,14 @@ def _resnet_start(arch: dict[str, Any], weights: Path) -> tuple[Any, str]:
             f"ResNet18 weights '{weights}' do not exist; download torchvision's "
             "resnet18-f37072fd.pth once and point objects.classifier.weights to it"
         )
+    from convpaint.features.weights import _load_torch_file
+
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(
-            f"'{weights}' could not be read as a torch state dict ({err}); it must be "
-            "torchvision's ResNet18 ImageNet weights (resnet18-*.pth)"
-        ) from err
+    # torch.load(weights_only=True) with convpaint's messages; arrays come back as numpy
+    state = {k: torch.from_numpy(v) for k, v in _load_torch_file(weights).items()}
     net = build_network(arch)
     own = net.state_dict()
-    if not isinstance(state, dict) or "conv1.weight" not in state:
+    if "conv1.weight" not in state:
         raise WeightsError(
             f"'{weights}' is not a ResNet18 state dict (no conv1.weight)"
         )

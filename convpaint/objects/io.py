@@ -22,6 +22,7 @@ import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
+from convpaint.config.objects import OnExists
 from convpaint.errors import ConfigError, DataError, OutputExistsError
 from convpaint.io.atomic import atomic_output, remove_path
 from convpaint.io.readers import SUPPORTED_SUFFIXES, file_stem, open_image
@@ -43,8 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-OnExists = Literal["error", "skip", "overwrite"]
 
 
 # --------------------------------------------------------------------------- names

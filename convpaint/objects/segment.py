@@ -68,26 +68,32 @@ class SegmentStats:
     dtype: str
 
 
+def _scratch(path: Path, shape: tuple[int, ...], block: tuple[int, ...]) -> Any:
+    """A temporary compressed uint32 zarr array chunked like the blocks."""
+    import zarr
+
+    return zarr.open_array(
+        str(path),
+        mode="w",
+        shape=shape,
+        chunks=block,
+        dtype=np.uint32,
+        zarr_format=2,
+        fill_value=0,
+    )
+
+
 class _BlockLabels:
     """Block-wise provisional labels on disk, with per-label statistics."""
 
     def __init__(
         self, shape: tuple[int, ...], block: tuple[int, ...], tmp: Path
     ) -> None:
-        import zarr
 
         self.shape = shape
         self.block = block
         self.ndim = len(shape)
-        self.store = zarr.open_array(
-            str(tmp / "blocks.zarr"),
-            mode="w",
-            shape=shape,
-            chunks=block,
-            dtype=np.uint32,
-            zarr_format=2,
-            fill_value=0,
-        )
+        self.store = _scratch(tmp / "blocks.zarr", shape, block)
         self.grid = tuple(-(-s // b) for s, b in zip(shape, block, strict=True))
         self.offsets = np.zeros(self.grid, dtype=np.int64)
         areas, firsts, lows, highs = (
@@ -354,17 +360,7 @@ def label_mask(
         piece_first: dict[int, np.ndarray] = {}
         pieces_store = None
         if split_min_distance is not None:
-            import zarr
-
-            pieces_store = zarr.open_array(
-                str(tmp / "pieces.zarr"),
-                mode="w",
-                shape=shape,
-                chunks=block,
-                dtype=np.uint32,
-                zarr_format=2,
-                fill_value=0,
-            )
+            pieces_store = _scratch(tmp / "pieces.zarr", shape, block)
             for c in np.flatnonzero(comps["area"] >= max(min_size, 2)):
                 if c == 0:
                     continue
