@@ -177,9 +177,17 @@ def _write_case(tmp_path: Path, ihc: Path, case: str) -> Path:
             paint[tuple(obj[-1])] = 2
             tifffile.imwrite(cls_dir / f"{stem}_classes.tif", paint)
             continue
+        if case == "painted_ok":  # one painted pixel per object carries its class
+            paint = np.zeros(inst.shape, np.uint8)
+            for i, c in rows.items():
+                paint[tuple(np.argwhere(inst == i)[0])] = c
+            tifffile.imwrite(cls_dir / f"{stem}_classes.tif", paint)
+            continue
         lines = ["object_id,class", *[f"{i},{c}" for i, c in rows.items()]]
         (cls_dir / f"{stem}_classes.csv").write_text("\n".join(lines) + "\n")
-    classes = "cls/{stem}_classes.*" if case != "painted" else "cls/*"
+    classes = {"painted": "[cls]", "painted_ok": '"cls/{stem}_classes.tif"'}.get(
+        case, '"cls/{stem}_classes.csv"'
+    )
     config = tmp_path / "c.yaml"
     config.write_text(
         f"""
@@ -188,13 +196,12 @@ objects:
   train:
     images: [img]
     instances: "inst/{{stem}}_instances.tif"
-    classes: {'"cls/{stem}_classes.csv"' if case != "painted" else "[cls]"}
+    classes: {classes}
     axes: YXC
     unlabelled: {"error" if case == "unclassified" else "skip"}
     model: m.cpo
 """
     )
-    del classes
     return config
 
 
@@ -225,11 +232,13 @@ def test_bad_training_inputs_exit_1_with_a_located_message(
     assert "Traceback" not in res.output
 
 
-def test_painted_classes_train(tmp_path: Path, ihc: Path) -> None:
-    """A painted class image (label image) works as annotations; the control case of
-    the painted-error test trains."""
-    config = _write_case(tmp_path, ihc, "none")
-    assert _run("train", str(config)).exit_code == 0
+@pytest.mark.parametrize("case", ["none", "painted_ok"])
+def test_valid_training_sets_train(tmp_path: Path, ihc: Path, case: str) -> None:
+    """The unbroken training set trains, with class tables and with painted classes."""
+    config = _write_case(tmp_path, ihc, case)
+    res = _run("train", str(config))
+    assert res.exit_code == 0, res.output
+    assert "0 without class" in res.output
 
 
 def test_segment_flags_and_config_form(tmp_path: Path) -> None:
@@ -259,7 +268,10 @@ objects:
     res = _run("segment", str(tmp_path / "c.yaml"))
     assert res.exit_code == 1 and "exists" in res.output
     res = _run("segment", "-o", str(tmp_path / "d"), "--min-size", "0", str(SAMPLE_GT))
-    assert res.exit_code == 1 and "--min-size: Input should be greater than 0" in res.output
+    assert (
+        res.exit_code == 1
+        and "--min-size: Input should be greater than 0" in res.output
+    )
 
 
 def test_cnn_training_is_reproducible(tmp_path: Path, ihc: Path) -> None:
@@ -341,3 +353,54 @@ objects:
     assert "centroid_z" in _rows(tmp_path / "out/1136_mini_objects.csv")[0]
     pooled = _rows(tmp_path / "evaluation_objects/objects_evaluation.csv")[-1]
     assert float(pooled["macro_f1"]) > 0.8  # size is easy to learn from shape features
+
+
+def test_segment_defaults_to_the_pixel_predictions(tmp_path: Path) -> None:
+    """Without objects.segment.inputs, the pixel predict section's label images are
+    segmented."""
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred/cells_labels.tif", tifffile.imread(SAMPLE_GT))
+    (tmp_path / "c.yaml").write_text(
+        """
+predict: {model: m.cpm, inputs: [cells.tif], output_dir: pred}
+objects:
+  segment: {foreground: [2], output_dir: inst}
+"""
+    )
+    (tmp_path / "cells.tif").write_bytes(b"")  # only its name is used here
+    res = _run("segment", str(tmp_path / "c.yaml"))
+    assert res.exit_code == 0, res.output
+    assert tifffile.imread(tmp_path / "inst/cells_instances.tif").max() > 10
+
+
+def test_3d_cnn(tmp_path: Path, bench: Path) -> None:
+    """The small network trains and predicts on 3D crops (plumbing, tiny settings)."""
+    pytest.importorskip("torch")
+    root = bench / "plantseg_ovule_nuclei3d"
+    inst = tifffile.imread(root / "masks/1135_mini.tif")
+    ids, area = np.unique(inst[inst > 0], return_counts=True)
+    lines = [
+        f"{i},{1 if a < np.median(area) else 2}" for i, a in zip(ids, area, strict=True)
+    ]
+    (tmp_path / "c.csv").write_text("object_id,class\n" + "\n".join(lines))
+    (tmp_path / "c.yaml").write_text(
+        f"""
+objects:
+  classifier: {{kind: cnn, crop_size: 16, width: 2, epochs: 1, seed: 0, threads: 1}}
+  train:
+    images: ["{root}/images/1135_mini.tif"]
+    instances: ["{root}/masks/1135_mini.tif"]
+    classes: [c.csv]
+    axes: ZYX
+    model: m.cpo
+  predict:
+    inputs: ["{root}/images/1135_mini.tif"]
+    instances: ["{root}/masks/1135_mini.tif"]
+    output_dir: out
+"""
+    )
+    for command in ("train", "predict"):
+        res = _run(command, str(tmp_path / "c.yaml"))
+        assert res.exit_code == 0, res.output
+    rows = _rows(tmp_path / "out/1135_mini_objects.csv")
+    assert len(rows) == len(ids) and {r["class"] for r in rows} <= {"1", "2"}

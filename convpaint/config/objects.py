@@ -288,7 +288,7 @@ class ObjectCNNConfig(StrictModel):
     width: PositiveInt = 16
     """Channels of the first block of the small network (doubled per block)."""
 
-    crop_size: int = Field(default=48, ge=8, le=512)
+    crop_size: int = Field(default=48, ge=16, le=512)
     """Edge of the crop around each object in pixels (per spatial axis); objects
     larger than this are cut, not rescaled."""
 

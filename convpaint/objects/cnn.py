@@ -244,18 +244,22 @@ def _resnet_start(arch: dict[str, Any], weights: Path) -> tuple[Any, str]:
 
 
 @contextmanager
-def _torch_settings(threads: int) -> Iterator[None]:
-    """Deterministic algorithms and a fixed thread count, restored afterwards."""
+def _torch_settings(threads: int, *, deterministic: bool) -> Iterator[None]:
+    """A fixed thread count (and, for training, deterministic algorithms), restored
+    afterwards. Inference on CPU is deterministic for a fixed thread count already;
+    turning the flag on there would only add its one-off import cost (seconds)."""
     import torch
 
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(old_det)
+        if deterministic:
+            torch.use_deterministic_algorithms(old_det)
         torch.set_num_threads(old_threads)
 
 
@@ -317,7 +321,7 @@ def train_cnn(
     if config.architecture == "small":
         arch["width"] = config.width
     history: dict[str, Any] = {"loss": []}
-    with _torch_settings(threads):
+    with _torch_settings(threads, deterministic=True):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         if config.architecture == "resnet18":
@@ -371,7 +375,7 @@ def predict_cnn(
     import torch
 
     out = []
-    with _torch_settings(threads), torch.inference_mode():
+    with _torch_settings(threads, deterministic=False), torch.inference_mode():
         net.eval()
         for a in range(0, len(crops), _PREDICT_BATCH):
             x = torch.from_numpy(np.ascontiguousarray(crops[a : a + _PREDICT_BATCH]))
