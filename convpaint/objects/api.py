@@ -79,6 +79,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SEGMENT_SUFFIXES = ("_labels", "_mask", "_probabilities")
+#: Formats whose third axis is colour, never Z.
+_FLAT = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _threads(requested: int | None = None) -> int:
@@ -119,7 +121,7 @@ class _Foreground:
     """A lazy boolean view of a mask: selected values, a threshold, or non-zero."""
 
     def __init__(self, raw: Any, params: SegmentConfig, path: Path) -> None:
-        if raw.ndim not in (2, 3):
+        if raw.ndim not in (2, 3) or (raw.ndim == 3 and path.suffix.lower() in _FLAT):
             raise DataError(
                 f"mask '{path}' has shape {tuple(raw.shape)}; segment takes one 2D (Y, X) "
                 "or 3D (Z, Y, X) label image or probability map (one channel)"

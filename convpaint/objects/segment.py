@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
 from .io import LabelWriter, iter_blocks, label_dtype
@@ -292,6 +293,83 @@ def _split_object(
     return out, areas, nz[first][order]
 
 
+@dataclass
+class _Pieces:
+    """How components split into objects: one piece each, unless the watershed split
+    them; split components keep their piece index (1..m) per pixel in ``store``."""
+
+    counts: NDArray[np.int64]
+    """Pieces per component (index 0, the background, has none)."""
+    area: dict[int, NDArray[np.int64]]
+    """Pixel count of each piece of a split component."""
+    first: dict[int, NDArray[np.int64]]
+    """Global flat index of each piece's first pixel, for split components."""
+    store: Any = None
+
+    @classmethod
+    def whole(cls, n_components: int) -> _Pieces:
+        counts = np.ones(n_components + 1, np.int64)
+        counts[0] = 0
+        return cls(counts, {}, {})
+
+    def numbering(
+        self, comps: dict[str, np.ndarray], *, min_size: int, max_size: int | None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Apply the size filter to the pieces and number those kept by first pixel.
+
+        Returns ``base`` (piece rows of component ``c`` start at ``base[c]``) and the
+        final id of each piece row (0 = removed).
+        """
+        base = np.concatenate([[0], np.cumsum(self.counts)])
+        area = np.repeat(comps["area"], self.counts)
+        first = np.repeat(comps["first"], self.counts)
+        for c, areas in self.area.items():
+            area[base[c] : base[c + 1]] = areas
+            first[base[c] : base[c + 1]] = self.first[c]
+        keep = area >= min_size
+        if max_size is not None:
+            keep &= area <= max_size
+        order = np.flatnonzero(keep)[np.argsort(first[keep], kind="stable")]
+        final = np.zeros(len(area), np.int64)
+        final[order] = np.arange(1, len(order) + 1)
+        return base, final
+
+
+def _split_components(
+    labels: _BlockLabels,
+    comp_of: NDArray[np.int64],
+    comps: dict[str, np.ndarray],
+    store: Any,
+    *,
+    min_size: int,
+    min_distance: int,
+    structure: np.ndarray,
+) -> _Pieces:
+    """Watershed-split every component that could yield objects of ``min_size``, one
+    at a time on its bounding box; record the pieces."""
+    pieces = _Pieces.whole(len(comps["area"]) - 1)
+    pieces.store = store
+    for c in np.flatnonzero(comps["area"] >= max(min_size, 2)):
+        if c == 0:
+            continue
+        where = tuple(
+            slice(int(lo), int(hi))
+            for lo, hi in zip(comps["low"][c], comps["high"][c], strict=True)
+        )
+        obj = comp_of[labels.read_global(where)] == c
+        split, areas, firsts = _split_object(obj, min_distance, structure)
+        if len(areas) > 1:
+            pieces.counts[c] = len(areas)
+            pieces.area[c] = areas
+            origin = np.array([s.start for s in where])
+            coords = np.stack(np.unravel_index(firsts, obj.shape), axis=1)
+            pieces.first[c] = np.ravel_multi_index((coords + origin).T, labels.shape)
+            current = np.asarray(store[where])
+            current[obj] = split[obj]
+            store[where] = current
+    return pieces
+
+
 def label_mask(
     mask: Any,
     output: Path,
@@ -353,53 +431,19 @@ def label_mask(
         n_comp = len(comps["area"]) - 1
         logger.info("%d components in %d blocks", n_comp, int(np.prod(labels.grid)))
 
-        # pieces: every component is one piece unless the watershed splits it
-        n_pieces = np.ones(n_comp + 1, np.int64)
-        n_pieces[0] = 0
-        piece_area: dict[int, np.ndarray] = {}
-        piece_first: dict[int, np.ndarray] = {}
-        pieces_store = None
+        pieces = _Pieces.whole(n_comp)
         if split_min_distance is not None:
-            pieces_store = _scratch(tmp / "pieces.zarr", shape, block)
-            for c in np.flatnonzero(comps["area"] >= max(min_size, 2)):
-                if c == 0:
-                    continue
-                where = tuple(
-                    slice(int(lo), int(hi))
-                    for lo, hi in zip(comps["low"][c], comps["high"][c], strict=True)
-                )
-                obj = comp_of[labels.read_global(where)] == c
-                pieces, areas, firsts = _split_object(
-                    obj, split_min_distance, structure
-                )
-                if len(areas) > 1:
-                    n_pieces[c] = len(areas)
-                    piece_area[c] = areas
-                    origin = np.array([s.start for s in where])
-                    coords = np.stack(np.unravel_index(firsts, obj.shape), axis=1)
-                    piece_first[c] = np.ravel_multi_index((coords + origin).T, shape)
-                    current = np.asarray(pieces_store[where])
-                    current[obj] = pieces[obj]
-                    pieces_store[where] = current
-        n_split = len(piece_area)
-
-        # one row per piece: area, first pixel; then filter and number by first pixel
-        base = np.concatenate(
-            [[0], np.cumsum(n_pieces)]
-        )  # piece rows of comp c start at base[c]
-        total_pieces = int(base[-1])
-        p_area = np.repeat(comps["area"], n_pieces)
-        p_first = np.repeat(comps["first"], n_pieces)
-        for c, areas in piece_area.items():
-            p_area[base[c] : base[c + 1]] = areas
-            p_first[base[c] : base[c + 1]] = piece_first[c]
-        keep = p_area >= min_size
-        if max_size is not None:
-            keep &= p_area <= max_size
-        order = np.flatnonzero(keep)[np.argsort(p_first[keep], kind="stable")]
-        final = np.zeros(total_pieces, np.int64)
-        final[order] = np.arange(1, len(order) + 1)
-        n_objects = len(order)
+            pieces = _split_components(
+                labels,
+                comp_of,
+                comps,
+                _scratch(tmp / "pieces.zarr", shape, block),
+                min_size=min_size,
+                min_distance=split_min_distance,
+                structure=structure,
+            )
+        base, final = pieces.numbering(comps, min_size=min_size, max_size=max_size)
+        n_objects = int(final.max(initial=0))
         dtype = label_dtype(n_objects)
 
         with LabelWriter(
@@ -408,8 +452,8 @@ def label_mask(
             for where in iter_blocks(shape, block):
                 comp = comp_of[labels.read_global(where)]
                 piece = np.zeros(comp.shape, np.int64)
-                if pieces_store is not None:
-                    piece = np.asarray(pieces_store[where]).astype(np.int64)
+                if pieces.store is not None:
+                    piece = np.asarray(pieces.store[where]).astype(np.int64)
                 row = base[comp] + np.maximum(piece, 1) - 1
                 out = np.zeros(comp.shape, np.int64)
                 inside = comp > 0
@@ -421,7 +465,7 @@ def label_mask(
     return SegmentStats(
         n_components=n_comp,
         n_objects=n_objects,
-        n_removed=int(total_pieces - n_objects),
-        n_split=n_split,
+        n_removed=len(final) - n_objects,
+        n_split=len(pieces.area),
         dtype=str(dtype),
     )
