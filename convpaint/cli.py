@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.text import Text
 
 from convpaint._version import __version__
+from convpaint.cli_objects import objects_app
 from convpaint.errors import ConvpaintError
 
 if TYPE_CHECKING:
@@ -1082,6 +1083,9 @@ def _private_stdout() -> None:
     sys.stdout = open(
         saved, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=True
     )
+
+
+app.add_typer(objects_app, name="objects")
 
 
 def main() -> None:

@@ -461,5 +461,5 @@ def test_zarr_group_and_dtype_protections(tmp_path: Path) -> None:
     with open_image(tmp_path / "g.zarr" / "raw", "YX") as src:
         assert src.data.shape == (1, 1, 1, 4, 4)
     np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
-    with pytest.raises(DataError, match="expected numbers"):
+    with pytest.raises(DataError, match="expected real numbers"):
         open_image(tmp_path / "s.npy", "YX")

@@ -6,6 +6,7 @@ from .data import SUPPORTED_AXES, check_axes
 from .features import ExtractorParams, FeatureConfig, format_validation_errors
 from .geometry import SpacingConfig
 from .io import dump_config, load_config, parse_config, resolve_paths
+from .objects import ObjectsConfig
 from .run import CONFIG_VERSION, Config, EvaluateSection, PredictSection, TrainSection
 from .tiling import ClusterConfig, TileShape, TilingConfig
 
@@ -17,6 +18,7 @@ __all__ = [
     "EvaluateSection",
     "ExtractorParams",
     "FeatureConfig",
+    "ObjectsConfig",
     "PredictSection",
     "RandomForestConfig",
     "SpacingConfig",

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from convpaint.errors import ConfigError
 
 from .features import format_validation_errors
+from .objects import resolve_object_paths
 from .run import CONFIG_VERSION, Config
 
 __all__ = ["dump_config", "load_config", "parse_config", "resolve_paths"]
@@ -130,6 +131,8 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
             if values is not None:
                 setattr(e, name, [_join(base_dir, v) for v in values])
         e.output_dir = Path(_join(base_dir, e.output_dir))
+    if config.objects is not None:
+        config.objects = resolve_object_paths(config.objects, lambda v: _join(base_dir, v))
     for spec in (
         config.features.extractors if config.features.extractors != "auto" else []
     ):

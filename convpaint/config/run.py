@@ -13,6 +13,7 @@ from .classifier import RandomForestConfig
 from .data import check_axes
 from .features import FeatureConfig
 from .geometry import SpacingConfig
+from .objects import ObjectsConfig
 from .tiling import ClusterConfig, TilingConfig
 
 __all__ = [
@@ -248,6 +249,9 @@ class Config(StrictModel):
 
     evaluate: EvaluateSection | None = None
     """Scoring against ground truth (needed by `convpaint evaluate CONFIG`)."""
+
+    objects: ObjectsConfig | None = None
+    """Object segmentation and classification (`convpaint objects ...`)."""
 
     @model_validator(mode="after")
     def _predict_model(self) -> Config:
