@@ -61,7 +61,9 @@ Debug = Annotated[
 ]
 JsonOut = Annotated[
     bool,
-    typer.Option("--json", help="Results as JSON lines on stdout (one object per line)."),
+    typer.Option(
+        "--json", help="Results as JSON lines on stdout (one object per line)."
+    ),
 ]
 Instances = Annotated[
     bool,
@@ -368,11 +370,21 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _tiling_overrides(tile_size: int | None, threads: int | None) -> dict[str, int]:
-    """--tile-size/--threads checked exactly like the config's tiling section."""
+def _tiling_overrides(
+    tile_size: int | None, threads: int | None, scheduler: str | None = None
+) -> dict[str, int | str]:
+    """--tile-size/--threads/--scheduler checked exactly like the config's tiling section."""
     from convpaint.config import TilingConfig
 
-    given = {k: v for k, v in (("tile_size", tile_size), ("threads", threads)) if v is not None}
+    given = {
+        k: v
+        for k, v in (
+            ("tile_size", tile_size),
+            ("threads", threads),
+            ("scheduler", scheduler),
+        )
+        if v is not None
+    }
     try:
         TilingConfig(**given)  # type: ignore[arg-type]
     except ValidationError as err:
@@ -401,7 +413,11 @@ def _read_list(source: str) -> list[str]:
                 "'-' reads input paths from stdin, but stdin is a terminal; pipe a list "
                 "in, e.g. `find raw -name '*.tif' | convpaint predict -m M -o DIR -`"
             )
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        data = (
+            sys.stdin.buffer.read()
+            if hasattr(sys.stdin, "buffer")
+            else sys.stdin.read()
+        )
         where = "stdin"
     else:
         path = Path(source)
@@ -638,6 +654,14 @@ def predict(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Threads (1..1024).")
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Where tiles run: threads (default), tcp://HOST:PORT (a dask "
+            "scheduler), or slurm (the config's cluster section).",
+        ),
+    ] = None,
     json_out: JsonOut = False,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -654,7 +678,13 @@ def predict(
     )
     on_error: Literal["stop", "continue"] | None = "continue" if keep_going else None
     part = _parse_shard(shard)
-    tiling_given = _tiling_overrides(tile_size, threads)
+    tiling_given = _tiling_overrides(tile_size, threads, scheduler)
+    if scheduler == "slurm" and model is not None:
+        raise typer.BadParameter(
+            "slurm needs the cluster section of a config file; use the config form "
+            "(predict CONFIG) or start the cluster yourself and give its tcp:// address",
+            param_hint="--scheduler",
+        )
     if fmt is not None and fmt not in OUTPUT_FORMATS:
         raise typer.BadParameter(
             f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
@@ -687,7 +717,9 @@ def predict(
                 "--inputs-from), or --model M --output DIR with INPUT files"
             )
     elif output is None or not (positional or inputs_from):
-        raise typer.BadParameter("with --model give --output DIR and at least one INPUT")
+        raise typer.BadParameter(
+            "with --model give --output DIR and at least one INPUT"
+        )
 
     with _Session(debug) as s:
         from convpaint import batch
@@ -1081,7 +1113,12 @@ def _private_stdout() -> None:
     except (AttributeError, OSError, ValueError):
         return
     sys.stdout = open(
-        saved, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=True
+        saved,
+        "w",
+        encoding="utf-8",
+        errors="backslashreplace",
+        buffering=1,
+        closefd=True,
     )
 
 

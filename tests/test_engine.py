@@ -382,3 +382,20 @@ def test_cluster_config_defaults_are_sane() -> None:
     assert cfg.cores >= 1 and cfg.jobs >= 1
     for name, field in ClusterConfig.model_fields.items():
         assert field.description, name
+
+
+def test_scheduler_option_is_checked(stack: dict, tmp_path: Path) -> None:
+    """--scheduler takes threads, a tcp:// address or slurm (config form only)."""
+    from typer.testing import CliRunner
+
+    from convpaint.cli import app
+
+    model = _train(stack, tmp_path, dims="planes")
+    base = ["predict", "--model", str(model), "--output", str(tmp_path / "o")]
+    runner = CliRunner()
+    res = runner.invoke(app, [*base, "--scheduler", "bogus", str(stack["image"])])
+    assert res.exit_code == 2 and "unknown scheduler 'bogus'" in " ".join(res.output.split())
+    res = runner.invoke(app, [*base, "--scheduler", "slurm", str(stack["image"])])
+    assert res.exit_code == 2 and "cluster section" in " ".join(res.output.split())
+    res = runner.invoke(app, [*base, "--scheduler", "threads", str(stack["image"])])
+    assert res.exit_code == 0, res.output
