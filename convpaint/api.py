@@ -65,6 +65,7 @@ def model_info(path: Path | str) -> dict[str, Any]:
         "channels": meta.get("n_channels"),
         "features": meta.get("n_features"),
         "halo": meta.get("halo"),
+        "geometry": meta.get("geometry"),
         "extractors": meta.get("extractors"),
         "weights": meta.get("fingerprints"),
         "normalization": meta.get("normalization"),
@@ -99,7 +100,9 @@ def check(config: Config) -> dict[str, Any]:
                     (str(img), str(ann), pair.source.file_shape, pair.source.axes)
                 )
             if first is not None:
-                config = explicit_features(config, colour=first.is_colour)
+                config = explicit_features(
+                    config, colour=first.is_colour, stack=first.is_stack
+                )
                 dims = config.features.resolved_dims(first.is_stack)
                 FeaturePipeline(
                     config.features.extractors,
@@ -132,7 +135,10 @@ def check(config: Config) -> dict[str, Any]:
                     spacing=p.spacing.as_dict() if p.spacing else None,
                 ) as src:
                     require_model_channels(
-                        src.n_channels, meta, src_path, Path(p.model)  # type: ignore[arg-type]
+                        src.n_channels,
+                        meta,
+                        src_path,
+                        Path(p.model),  # type: ignore[arg-type]
                     )
             state = "exists" if paths.existing() else "new"
             out["predict"].append((str(src_path), str(paths.labels), state))

@@ -60,13 +60,13 @@ class TrainResult:
     cv_miou: float | None = None
 
 
-def explicit_features(config: Config, *, colour: bool) -> Config:
+def explicit_features(config: Config, *, colour: bool, stack: bool = False) -> Config:
     """The config with `features.extractors: auto` replaced by the measured default
     for the training images (what the model stores and `check` shows)."""
     if config.features.extractors != "auto":
         return config
     config = config.model_copy(deep=True)
-    config.features.extractors = config.features.resolved(colour)
+    config.features.extractors = config.features.resolved(colour, stack)
     return config
 
 
@@ -333,7 +333,7 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
         )
     try:
         first = items[0].source
-        config = explicit_features(config, colour=first.is_colour)
+        config = explicit_features(config, colour=first.is_colour, stack=first.is_stack)
         dims = config.features.resolved_dims(first.is_stack)
         pooled = pool_statistics([it.stats for it in items])  # type: ignore[misc]
         pipeline = FeaturePipeline(

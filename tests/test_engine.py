@@ -399,3 +399,25 @@ def test_scheduler_option_is_checked(stack: dict, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "cluster section" in " ".join(res.output.split())
     res = runner.invoke(app, [*base, "--scheduler", "threads", str(stack["image"])])
     assert res.exit_code == 0, res.output
+
+
+def test_stack_default_is_the_3d_filter_bank(stack: dict, tmp_path: Path) -> None:
+    """extractors: auto and dims: auto on a Z stack give the measured default: the 3-D
+    filter bank without its smallest sigma; other extractors default to views."""
+    from convpaint.config import STACK_SIGMAS
+
+    raw = {
+        "classifier": {"n_estimators": 10, "seed": 0},
+        "train": {
+            "images": [str(stack["image"])],
+            "annotations": [str(stack["scribbles"])],
+            "model": str(tmp_path / "m.cpm"),
+            "report": False,
+        },
+    }
+    info = api.model_info(api.train(parse_config(raw)).model)
+    assert info["geometry"]["dims"] == "3d"
+    assert info["extractors"][0]["sigmas"] == list(STACK_SIGMAS)
+    features = parse_config({"features": [{"name": "vgg16"}]}).features
+    assert features.resolved_dims(True) == "views"
+    assert features.resolved_dims(False) == "planes"

@@ -3,7 +3,12 @@
 from .base import StrictModel
 from .classifier import RandomForestConfig
 from .data import SUPPORTED_AXES, check_axes
-from .features import ExtractorParams, FeatureConfig, format_validation_errors
+from .features import (
+    STACK_SIGMAS,
+    ExtractorParams,
+    FeatureConfig,
+    format_validation_errors,
+)
 from .geometry import SpacingConfig
 from .io import dump_config, load_config, parse_config, resolve_paths
 from .objects import ObjectsConfig
@@ -12,6 +17,7 @@ from .tiling import ClusterConfig, TileShape, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
+    "STACK_SIGMAS",
     "SUPPORTED_AXES",
     "ClusterConfig",
     "Config",

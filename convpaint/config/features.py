@@ -13,11 +13,16 @@ from pydantic import (
 
 from .base import StrictModel
 
-#: The measured default of `features.dims: auto` for Z stacks (benchmarks/accuracy.py).
-STACK_DEFAULT_DIMS = "views"
+#: The measured default of `features.dims: auto` for Z stacks whose extractors all
+#: have a 3-D form (benchmarks/accuracy_3d.py); `views` otherwise.
+STACK_DEFAULT_DIMS = "3d"
+#: Filter-bank sigmas of the default features for grayscale Z stacks: in 3-D the
+#: smallest 2-D sigma (0.3) is below a voxel along Z and only adds noise.
+STACK_SIGMAS = (0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
 
 __all__ = [
     "STACK_DEFAULT_DIMS",
+    "STACK_SIGMAS",
     "ExtractorParams",
     "FeatureConfig",
     "auto_extractors",
@@ -47,17 +52,21 @@ def format_validation_errors(err: ValidationError, prefix: str = "") -> list[str
     return lines
 
 
-def auto_extractors(colour: bool) -> list[ExtractorParams]:
-    """The measured default features for images with these axes.
+def auto_extractors(colour: bool, stack: bool = False) -> list[ExtractorParams]:
+    """The measured default features for colour or other images, 2-D or stacks.
 
-    Colour images (RGB/RGBA, channels last, such as H&E or photographs) get VGG16 conv1_1 and
-    conv2_1 at scalings 1 and 2 (bundled weights) plus a light filter bank (sigma 1,
-    3.5, 10); every other image (grayscale or channel-first microscopy) gets the full
-    filter bank alone. Both measured best in `benchmarks/accuracy.py` (README).
+    Colour images (RGB/RGBA, channels last, such as H&E or photographs) get VGG16
+    conv1_1 and conv2_1 at scalings 1 and 2 (bundled weights) plus a light filter bank
+    (sigma 1, 3.5, 10); every other image (grayscale or channel-first microscopy) gets
+    the full filter bank alone, without its smallest sigma for Z stacks (computed in
+    3-D there). All measured best in `benchmarks/accuracy.py` and
+    `benchmarks/accuracy_3d.py` (README).
     """
     from convpaint.features.registry import params_model
 
     filters = params_model("filters")
+    if stack and not colour:
+        return [filters(sigmas=list(STACK_SIGMAS))]
     if colour:
         vgg = params_model("vgg16")(layers=["conv1_1", "conv2_1"], scalings=[1, 2])
         return [vgg, filters(sigmas=[1.0, 3.5, 10.0])]
@@ -97,19 +106,27 @@ class FeatureConfig(StrictModel):
     """How Z stacks are featurised: 'planes' (each plane on its own), 'views' (the
     2-D features of the xy, xz and yz planes through each voxel, concatenated), '3d'
     (true 3-D filters; the `filters` extractor only), or 'auto' (the measured default
-    for stacks, see README; 2-D images always use planes). Time frames never mix."""
+    for stacks: 3d when every extractor is the filter bank, else views; see README).
+    2-D images always use planes. Time frames never mix."""
 
-    def resolved_dims(self, is_stack: bool) -> str:
-        """The featurisation used for an image: `dims`, or the measured default."""
+    def resolved_dims(self, is_stack: bool, extractors: list[Any] | None = None) -> str:
+        """The featurisation used for an image: `dims`, or the measured default — for
+        stacks `3d` when every extractor is the filter bank (the only one with a 3-D
+        form), else `views`; always `planes` for 2-D images."""
         if not is_stack:
             return "planes"
-        return STACK_DEFAULT_DIMS if self.dims == "auto" else self.dims
+        if self.dims != "auto":
+            return self.dims
+        specs = extractors if extractors is not None else self.extractors
+        if specs != "auto" and any(s.name != "filters" for s in specs):
+            return "views"
+        return STACK_DEFAULT_DIMS
 
-    def resolved(self, colour: bool) -> list[ExtractorParams]:
+    def resolved(self, colour: bool, stack: bool = False) -> list[ExtractorParams]:
         """The explicit extractors: the configured list, or the measured default for
-        colour (RGB) or other images."""
+        colour (RGB) or other images, 2-D or stacks."""
         return (
-            auto_extractors(colour)
+            auto_extractors(colour, stack)
             if self.extractors == "auto"
             else list(self.extractors)
         )
