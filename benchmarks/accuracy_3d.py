@@ -51,7 +51,14 @@ PRESETS: dict[str, tuple[object, str]] = {
     "vgg16:planes": ([{"name": "vgg16"}], "planes"),
     "vgg16:views": ([{"name": "vgg16"}], "views"),
 }
-DEFAULT_PRESETS = ["filters:planes", "filters:views", "filters:3d", "vgg16:planes"]
+DEFAULT_PRESETS = [
+    "default",
+    "filters:planes",
+    "filters:views",
+    "filters:3d",
+    "vgg16:planes",
+    "vgg16:views",
+]
 
 
 def _reference(bench: Path) -> dict[str, tuple[float, float]]:

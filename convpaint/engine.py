@@ -56,8 +56,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default planes per tile for features with context along Z (views, 3d).
+#: Default planes per tile for features with context along Z (views, 3d) when the
+#: tile shape is fixed in Y/X only.
 _DEFAULT_DEPTH = 16
+#: Memory for the tiles in flight of `views`/`3d` features when `tiling.memory` is
+#: not set (with the process's own ~0.4 GB, a stack prediction stays under 2 GB).
+_DEFAULT_STACK_MEMORY = 1_400_000_000
 
 
 @dataclass
@@ -187,7 +191,10 @@ def _tile_bytes(pipeline: FeaturePipeline, tile: tuple[int, int, int]) -> int:
     plane = (ty + 2 * hy) * (tx + 2 * hx) * f2 * 4 * 3
     raw = pipeline.n_channels * (tz + 2 * hz) * (ty + 2 * hy) * (tx + 2 * hx) * 4 * 2
     if pipeline.dims == "3d":
-        plane = (tz + 2 * hz) * (ty + 2 * hy) * (tx + 2 * hx) * f * 4 * 3
+        # measured: the 3-D filters keep about seven float32 volumes of the extended
+        # block (smoothings, derivatives, tensor parts) next to the tile's features
+        plane = (tz + 2 * hz) * (ty + 2 * hy) * (tx + 2 * hx) * 4 * 7
+        out = out * 3 // 2
     elif pipeline.dims == "views":
         r = pipeline.factor
         plane += (tz + 2 * hz) * r * max(ty + 2 * hy, tx + 2 * hx) * f2 * 4 * 3
@@ -202,16 +209,22 @@ def plan_tile_shape(
     workers: int,
 ) -> tuple[int, int, int]:
     """Tile edges ``(z, y, x)``: fixed ones from ``tiling.tile``, the rest from the
-    memory budget (``tiling.memory``, shared by ``workers`` tiles in flight) or the
-    defaults (``tile_size`` in Y/X; 1 plane for `planes` features, else 16)."""
+    memory budget (``tiling.memory``, shared by ``workers`` tiles in flight; for
+    `views`/`3d` features 1.4 GB when unset) or the defaults (``tile_size`` in Y/X;
+    one plane for `planes` features)."""
     fixed = tiling.tile
     tz = fixed.z if fixed and fixed.z else None
     ty = fixed.y if fixed and fixed.y else None
     tx = fixed.x if fixed and fixed.x else None
     if pipeline.dims == "planes":
         tz = 1 if tz is None else tz
-    if tiling.memory is not None:
-        budget = int(tiling.memory) // max(1, workers)
+    memory = tiling.memory
+    if memory is None and pipeline.dims != "planes" and None in (tz, ty, tx):
+        # features with context along Z need their block in every axis: without a
+        # budget, keep the tiles in flight within the default one
+        memory = _DEFAULT_STACK_MEMORY
+    if memory is not None:
+        budget = int(memory) // max(1, workers)
         edges = [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
         depths = [1] if tz is not None else [4, 8, 16, 32, 64]
         best: tuple[int, tuple[int, int, int]] | None = None
@@ -227,7 +240,7 @@ def plan_tile_shape(
                 1, workers
             )
             raise ConfigError(
-                f"tiling.memory: {int(tiling.memory):,} bytes cannot hold even small "
+                f"tiling.memory: {int(memory):,} bytes cannot hold even small "
                 f"tiles of {pipeline.n_features} features for {workers} worker(s) "
                 f"(about {need:,} bytes needed); raise the budget or lower tiling.threads"
             )
