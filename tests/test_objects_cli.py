@@ -302,6 +302,44 @@ def test_csv_and_painted_classes_give_the_same_training_set(
     assert models[0] == models[1]
 
 
+def test_pixel_feature_means_train_and_predict(tmp_path: Path, ihc: Path) -> None:
+    """A forest with pixel-feature means stores the pixel pipeline, predicts with it,
+    lists the means in the table, and refuses a model whose stored extractors were
+    edited."""
+    config = _write_case(tmp_path, ihc, "none")
+    config.write_text(
+        config.read_text().replace(
+            "seed: 0}",
+            "seed: 0, features: {pixel_features: {extractors: "
+            "[{name: filters, sigmas: [1.0], filters: [gaussian]}]}}}",
+        )
+    )
+    res = _run("train", str(config))
+    assert res.exit_code == 0, res.output
+    args = [
+        "predict", "-m", str(tmp_path / "m.cpo"), "-o", str(tmp_path / "out"),
+        "-i", str(tmp_path / "inst/{stem}_instances.tif"), "--axes", "YXC",
+        str(tmp_path / "img/6_2.tif"),
+    ]  # fmt: skip
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    row = _rows(tmp_path / "out/6_2_objects.csv")[0]
+    assert "pixel_mean|filters|filter=gaussian|sigma=1|ch=2" in row
+    info = _run("info", str(tmp_path / "m.cpo"))
+    assert '"pixel_features"' in info.output and '"n_features": 6' in info.output
+    # an edited implementation fingerprint: the rebuilt extractors no longer match
+    with zipfile.ZipFile(tmp_path / "m.cpo") as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(entries["model.json"])
+    meta["pixel_features"]["fingerprints"][0]["version"] = 99
+    entries["model.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(tmp_path / "m.cpo", "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    res = _run(*args, "--overwrite")
+    assert res.exit_code == 1 and "differs from training" in res.output
+
+
 def test_cnn_training_is_reproducible(tmp_path: Path, ihc: Path) -> None:
     """Two CNN trainings with one seed give identical model arrays, with context
     masking, intensity jitter and early stopping on a held-out share; prediction
