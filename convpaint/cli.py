@@ -974,32 +974,94 @@ def evaluate(
         ),
     ] = False,
     instances: Instances = False,
+    objects: Annotated[
+        bool,
+        typer.Option(
+            "--objects",
+            help="Object level: -p object tables ({stem}_objects.csv), -g ground-truth "
+            "instance masks, --classes their classes (implied when -p are tables).",
+        ),
+    ] = False,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--classes",
+            "-c",
+            help="Object level: ground-truth classes (CSV tables; files or {stem} template).",
+        ),
+    ] = None,
+    predicted_instances: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--predicted-instances",
+            help="Object level: masks the tables refer to; default: the ground truth's.",
+        ),
+    ] = None,
+    iou: Annotated[
+        float,
+        typer.Option("--iou", help="Object level: matching IoU threshold (>= 0.5)."),
+    ] = 0.5,
     verbose: Verbose = 0,
     debug: Debug = False,
 ) -> None:
-    """Score predictions against ground truth: per-class IoU, mIoU, precision, recall, accuracy."""
+    """Score predictions against ground truth: per-class IoU, mIoU, precision, recall,
+    accuracy; with object tables, per-class object precision, recall and F1."""
     setup_logging(verbose)
     if config is None and (not prediction or not ground_truth):
         raise typer.BadParameter("give a CONFIG, or --prediction and --ground-truth")
+    tables = bool(prediction) and all(
+        Path(p).suffix.lower() in (".csv", ".parquet") for p in prediction or []
+    )
+    object_level = config is None and (objects or tables)
+    if object_level and not classes:
+        raise typer.BadParameter(
+            "object-level evaluation needs --classes (the ground-truth classes)"
+        )
+    if object_level and not 0.5 <= iou < 1.0:
+        raise typer.BadParameter(f"--iou must be in [0.5, 1), got {iou}")
     with _Session(debug) as s:
         from convpaint import api
         from convpaint.config import load_config
+        from convpaint.objects import api as objects_api
 
         if config is not None:
-            result = api.evaluate_from_config(load_config(config))
+            # the pixel evaluate section, the objects.evaluate section, or both
+            cfg = load_config(config)
+            by_objects = cfg.objects is not None and cfg.objects.evaluate is not None
+            results = []
+            if cfg.evaluate is not None or not by_objects:
+                results.append(api.evaluate_from_config(cfg))
+            if by_objects:
+                results.append(objects_api.evaluate_from_config(cfg))
+        elif object_level:
+            results = [
+                objects_api.evaluate(
+                    prediction,  # type: ignore[arg-type]
+                    ground_truth,  # type: ignore[arg-type]
+                    classes,  # type: ignore[arg-type]
+                    output,
+                    instances=predicted_instances,
+                    iou_threshold=iou,
+                    figures=figures,
+                    images=image,
+                )
+            ]
         else:
-            result = api.evaluate(
-                prediction,  # type: ignore[arg-type]
-                ground_truth,  # type: ignore[arg-type]
-                output,
-                images=image,
-                scribbles=scribbles_,
-                figures=figures,
-                instances=instances,
-            )
-        s.emit(result["table"])
-        for p in result["files"]:
-            s.emit(f"written: {plain(p)}")
+            results = [
+                api.evaluate(
+                    prediction,  # type: ignore[arg-type]
+                    ground_truth,  # type: ignore[arg-type]
+                    output,
+                    images=image,
+                    scribbles=scribbles_,
+                    figures=figures,
+                    instances=instances,
+                )
+            ]
+        for result in results:
+            s.emit(result["table"])
+            for p in result["files"]:
+                s.emit(f"written: {plain(p)}")
 
 
 @app.command()
@@ -1047,7 +1109,8 @@ def check(
         if schema:
             s.emit(json.dumps(Config.model_json_schema(), indent=2))
             return
-        the_plan = api.check(load_config(config))
+        cfg = load_config(config)
+        the_plan = api.check(cfg)
         s.emit("Resolved config")
         s.emit(the_plan["config"].rstrip("\n"))
         if the_plan["train"]:
@@ -1058,6 +1121,22 @@ def check(
             s.emit(f"Planned predictions ({len(the_plan['predict'])})")
             for src, dst, state in the_plan["predict"]:
                 s.emit(f"  {plain(src)}  ->  {plain(dst)}  ({state})")
+        if cfg.objects is not None:
+            from convpaint.objects import api as objects_api
+
+            objects_plan = objects_api.check(cfg)
+            for mask, dst, state in objects_plan["segment"]:
+                s.emit(f"  segment {plain(mask)}  ->  {plain(dst)}  ({state})")
+            for img, inst, cls, shape in objects_plan["train"]:
+                s.emit(
+                    f"  objects train {plain(img)}  +  {plain(inst)}  +  {plain(cls)}"
+                    f"  shape {shape}"
+                )
+            for img, inst, table, state in objects_plan["predict"]:
+                s.emit(
+                    f"  objects predict {plain(img)}  +  {plain(inst)}  ->  "
+                    f"{plain(table)}  ({state})"
+                )
         s.emit("config OK")
 
 

@@ -117,6 +117,12 @@ def segment(
         float | None,
         typer.Option("--threshold", help="For probability maps: above is object."),
     ] = None,
+    channel: Annotated[
+        int | None,
+        typer.Option(
+            "--channel", help="Channel of a multi-channel map (from 0), e.g. a class."
+        ),
+    ] = None,
     connectivity: Annotated[
         str, typer.Option("--connectivity", help="face (4/6-connected) or full (8/26).")
     ] = "face",
@@ -166,6 +172,7 @@ def segment(
             params = _segment_options(
                 foreground=foreground or None,
                 threshold=threshold,
+                channel=channel,
                 connectivity=connectivity,
                 min_size=min_size,
                 max_size=max_size,
@@ -219,6 +226,13 @@ def train(
     if result.top_features:
         top = ", ".join(f"{n} {v:.3f}" for n, v in result.top_features[:5])
         _emit(f"Most important features: {top}")
+    if result.cross_validation:
+        scores = ", ".join(
+            f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.cross_validation.items()
+        )
+        _emit(f"Estimated macro-F1: {scores}")
+    if result.report:
+        _emit(f"Report: {result.report[0]} (+ .png), features: {result.report[2]}")
 
 
 @objects_app.command()
@@ -353,10 +367,24 @@ def evaluate(
     iou: Annotated[
         float, typer.Option("--iou", help="Matching IoU threshold (>= 0.5).")
     ] = 0.5,
+    figures: Annotated[
+        bool,
+        typer.Option(
+            "--figures",
+            help="Also write PNGs: objects coloured by predicted class, mistakes "
+            "outlined; the confusion matrix.",
+        ),
+    ] = False,
+    image: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image", help="Images under the figures ({stem} template or files)."
+        ),
+    ] = None,
     verbose: Verbose = 0,
     debug: Debug = False,
 ) -> None:
-    """Object-level scores: per-class precision/recall/F1, macro-F1, accuracy of matched objects."""
+    """Object-level scores: per-class precision/recall/F1, macro-F1, confusion (and figures)."""
     from convpaint.cli import setup_logging, user_errors
 
     setup_logging(verbose)
@@ -380,6 +408,8 @@ def evaluate(
                 output,
                 instances=instances,
                 iou_threshold=iou,
+                figures=figures,
+                images=image,
             )
     _emit(result["table"])
     for p in result["files"]:

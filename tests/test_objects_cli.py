@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import zipfile
 from pathlib import Path
 
@@ -36,7 +37,12 @@ def ihc(bench: Path) -> Path:
 
 
 def _config(
-    tmp_path: Path, ihc: Path, classifier: str, *, train: str = "[2-6]*"
+    tmp_path: Path,
+    ihc: Path,
+    classifier: str,
+    *,
+    train: str = "[2-6]*",
+    report: bool = False,
 ) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(
@@ -49,6 +55,7 @@ objects:
     classes: "{ihc}/classes/{{stem}}_classes.csv"
     axes: YXC
     model: models/ki67.cpo
+    report: {str(report).lower()}
   predict:
     inputs: ["{ihc}/images/799_2.tif"]
     instances: "{ihc}/instances/{{stem}}_instances.tif"
@@ -200,6 +207,7 @@ objects:
     axes: YXC
     unlabelled: {"error" if case == "unclassified" else "skip"}
     model: m.cpo
+    report: false
 """
     )
     return config
@@ -274,23 +282,99 @@ objects:
     )
 
 
+def test_csv_and_painted_classes_give_the_same_training_set(
+    tmp_path: Path, ihc: Path
+) -> None:
+    """Classes from object_id,class tables and from one painted pixel per object give
+    the same training objects, features and classes, hence the same forest."""
+    tables, models = [], []
+    for case in ("none", "painted_ok"):
+        folder = tmp_path / case
+        folder.mkdir()
+        config = _write_case(folder, ihc, case)
+        config.write_text(config.read_text().replace("report: false", "report: true"))
+        res = _run("train", str(config))
+        assert res.exit_code == 0, res.output
+        tables.append((folder / "m_features.csv").read_text().replace(case, ""))
+        with zipfile.ZipFile(folder / "m.cpo") as zf:
+            models.append({n: zf.read(n) for n in zf.namelist() if n.endswith(".npy")})
+    assert tables[0] == tables[1] and tables[0].count("\n") > 10
+    assert models[0] == models[1]
+
+
+def test_pixel_feature_means_train_and_predict(tmp_path: Path, ihc: Path) -> None:
+    """A forest with pixel-feature means stores the pixel pipeline, predicts with it,
+    lists the means in the table, and refuses a model whose stored extractors were
+    edited."""
+    config = _write_case(tmp_path, ihc, "none")
+    config.write_text(
+        config.read_text().replace(
+            "seed: 0}",
+            "seed: 0, features: {pixel_features: {extractors: "
+            "[{name: filters, sigmas: [1.0], filters: [gaussian]}]}}}",
+        )
+    )
+    res = _run("train", str(config))
+    assert res.exit_code == 0, res.output
+    args = [
+        "predict", "-m", str(tmp_path / "m.cpo"), "-o", str(tmp_path / "out"),
+        "-i", str(tmp_path / "inst/{stem}_instances.tif"), "--axes", "YXC",
+        str(tmp_path / "img/6_2.tif"),
+    ]  # fmt: skip
+    res = _run(*args)
+    assert res.exit_code == 0, res.output
+    row = _rows(tmp_path / "out/6_2_objects.csv")[0]
+    assert "pixel_mean|filters|filter=gaussian|sigma=1|ch=2" in row
+    info = _run("info", str(tmp_path / "m.cpo"))
+    assert '"pixel_features"' in info.output and '"n_features": 6' in info.output
+    # an edited implementation fingerprint: the rebuilt extractors no longer match
+    with zipfile.ZipFile(tmp_path / "m.cpo") as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(entries["model.json"])
+    meta["pixel_features"]["fingerprints"][0]["version"] = 99
+    entries["model.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(tmp_path / "m.cpo", "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    res = _run(*args, "--overwrite")
+    assert res.exit_code == 1 and "differs from training" in res.output
+
+
 def test_cnn_training_is_reproducible(tmp_path: Path, ihc: Path) -> None:
-    """Two CNN trainings with one seed give identical model arrays; prediction runs."""
+    """Two CNN trainings with one seed give identical model arrays, with context
+    masking, intensity jitter and early stopping on a held-out share; prediction
+    runs and its table carries shape and intensity measurements."""
     pytest.importorskip("torch")
-    classifier = "{kind: cnn, crop_size: 16, width: 4, epochs: 2, seed: 1, threads: 1}"
-    config = _config(tmp_path, ihc, classifier, train="[26]*")
+    classifier = (
+        "{kind: objects-cnn, crop_size: 16, width: 4, epochs: 2, seed: 1, threads: 1, "
+        "context_dilation: 2, intensity_jitter: 0.2, validation_fraction: 0.2, "
+        "patience: 1}"
+    )
+    config = _config(tmp_path, ihc, classifier, train="[26]*", report=True)
     arrays = []
     for _ in range(2):
         res = _run("train", str(config), "--overwrite")
         assert res.exit_code == 0, res.output
         with zipfile.ZipFile(tmp_path / "models/ki67.cpo") as zf:
             arrays.append({n: zf.read(n) for n in zf.namelist() if n.endswith(".npy")})
+            meta = json.loads(zf.read("model.json"))
     assert arrays[0] == arrays[1] and len(arrays[0]) > 10
+    training = meta["training"]
+    assert len(training["validation_loss"]) == training["epochs_run"] >= 2
+    assert 1 <= training["best_epoch"] <= training["epochs_run"]
+    assert meta["classifier"]["kind"] == "cnn"
+    report = json.loads((tmp_path / "models/ki67_report.json").read_text())
+    assert (
+        report["validation"]["n_objects"]
+        == report["n_objects"] - report["history"]["n_train"]
+    )
     res = _run("predict", str(config))
     assert res.exit_code == 0, res.output
-    assert len(_rows(tmp_path / "out/799_2_objects.csv")) == 63
+    rows = _rows(tmp_path / "out/799_2_objects.csv")
+    assert len(rows) == 63 and {"feret_diameter_max", "mean_c0"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_resnet18_plumbing(tmp_path: Path, ihc: Path) -> None:
     """ResNet18 starts from a state dict file (here randomly initialised: plumbing
     only) and trains; a wrong file is refused with exit code 1."""
@@ -336,6 +420,7 @@ objects:
     classes: "cls/{{stem}}.csv"
     axes: ZYX
     model: m3d.cpo
+    report: false
   predict:
     inputs: ["{root}/images/1136_mini.tif"]
     instances: "{root}/masks/{{stem}}.tif"
@@ -393,6 +478,7 @@ objects:
     classes: [c.csv]
     axes: ZYX
     model: m.cpo
+    report: false
   predict:
     inputs: ["{root}/images/1135_mini.tif"]
     instances: ["{root}/masks/1135_mini.tif"]

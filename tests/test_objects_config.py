@@ -88,3 +88,51 @@ def test_invalid_objects_settings_are_located(raw: dict, phrases: list[str]) -> 
         parse_config({"objects": raw})
     for phrase in phrases:
         assert phrase in str(err.value)
+
+
+def test_issue_names_and_new_settings() -> None:
+    """`objects-forest`/`objects-cnn` name the classifiers; crop_size is auto or
+    16..512; pixel features take image or plane statistics."""
+    config = parse_config({"objects": {"classifier": {"kind": "objects-cnn"}}})
+    cnn = config.objects.classifier
+    assert isinstance(cnn, ObjectCNNConfig) and cnn.kind == "cnn"
+    assert cnn.crop_size == "auto" and cnn.validation_fraction == 0.1
+    forest = parse_config(
+        {
+            "objects": {
+                "classifier": {
+                    "kind": "objects-forest",
+                    "features": {
+                        "pixel_features": {"extractors": [{"name": "filters"}]}
+                    },
+                }
+            }
+        }
+    ).objects.classifier
+    assert isinstance(forest, ObjectForestConfig) and forest.kind == "forest"
+    for raw, phrase in [
+        ({"kind": "cnn", "crop_size": 8}, "crop_size 8 is outside 16..512"),
+        ({"kind": "cnn", "validation_fraction": 0.9}, "validation_fraction"),
+        (
+            {"features": {"pixel_features": {"normalize": "training"}}},
+            "normalize: training is not available",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=phrase):
+            parse_config({"objects": {"classifier": raw}})
+
+
+def test_template_objects_block_is_valid() -> None:
+    """The commented objects block of `convpaint init`'s template validates once
+    uncommented."""
+    from importlib.resources import files
+
+    text = files("convpaint.templates").joinpath("config.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("# objects:")
+    block = "\n".join(line[2:] for line in lines[start:] if line.startswith("# "))
+    raw = yaml.safe_load(text)
+    raw.update(yaml.safe_load(block))
+    config = parse_config(raw)
+    assert config.objects.train.model == Path("models/objects.cpo")
+    assert config.objects.evaluate.figures

@@ -15,6 +15,8 @@ from convpaint.objects.annotations import check_class_counts, object_classes
 from convpaint.objects.features import feature_names, measure_features, measure_geometry
 from convpaint.objects.forest import fit_forest
 
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
 
 @pytest.fixture(scope="module")
 def ihc(bench: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +69,7 @@ def test_3d_features_and_geometry(bench: Path) -> None:
     a = measure_features(image, labels, geo, cfg, block=(50, 100, 100))
     b = measure_features(image, labels, geo, cfg, block=(13, 40, 27))
     np.testing.assert_array_equal(a, b)
-    assert feature_names(cfg, 1, 3)[:3] == ["area", "extent", "solidity"]
+    assert feature_names(cfg, 1, 3)[:3] == ["area", "surface_area", "eccentricity"]
 
 
 def test_numpy_forest_equals_scikit_learn() -> None:
@@ -86,6 +88,147 @@ def test_numpy_forest_equals_scikit_learn() -> None:
     ).fit(x, y)
     test = rng.normal(size=(500, 8))
     np.testing.assert_array_equal(nodes.predict_proba(test), ref.predict_proba(test))
+
+
+# --------------------------------------------------------------------------- small shapes
+def _measure(
+    image: np.ndarray, labels: np.ndarray, cfg: ObjectFeatureConfig
+) -> dict[str, np.ndarray]:
+    """Features by name (one value per object, in id order)."""
+    geo = measure_geometry(labels, labels.shape)
+    x = measure_features(image, labels, geo, cfg, block=labels.shape)
+    names = feature_names(cfg, image.shape[0], labels.ndim)
+    return {n: x[:, i] for i, n in enumerate(names)}
+
+
+@pytest.mark.parametrize(("h", "w"), [(4, 6), (5, 10), (3, 3)])
+def test_rectangle_features_match_hand_computed_values(h: int, w: int) -> None:
+    """An h x w rectangle with a ramp of intensities on a constant background: shape
+    and intensity features equal their closed forms."""
+    labels = np.zeros((h + 8, w + 8), np.uint16)
+    labels[4 : 4 + h, 4 : 4 + w] = 1
+    image = np.full((1, *labels.shape), 10.0)
+    ramp = np.arange(h * w, dtype=float).reshape(h, w)
+    image[0, 4 : 4 + h, 4 : 4 + w] = 100 + ramp
+    f = _measure(image, labels, ObjectFeatureConfig(ring=1, quantiles=[0.5]))
+    area = h * w
+    big, small = max(h, w), min(h, w)
+    var_big, var_small = (
+        (big**2 - 1) / 12,
+        (small**2 - 1) / 12,
+    )  # pixel-centre variances
+    expected = {
+        "area": area,
+        "perimeter": 2 * (h - 1) + 2 * (w - 1),  # through the border pixels' centres
+        "extent": 1.0,
+        "solidity": 1.0,
+        "equivalent_diameter_area": np.sqrt(4 * area / np.pi),
+        "eccentricity": np.sqrt(1 - var_small / var_big),
+        "axis_major_length": 4 * np.sqrt(var_big),
+        "axis_minor_length": 4 * np.sqrt(var_small),
+        # outline at half a pixel beyond the centres, corners cut by marching squares
+        "feret_diameter_max": np.sqrt(max(h**2 + (w - 1) ** 2, (h - 1) ** 2 + w**2)),
+        # Hu's first invariant: (mu20 + mu02) / mu00^2 = (var_y + var_x) / area
+        "hu_moment_0": (var_big + var_small) / area,
+        "mean_c0": 100 + ramp.mean(),
+        "std_c0": ramp.std(),
+        "min_c0": 100.0,
+        "max_c0": 100 + area - 1,
+        "integrated_c0": (100 + ramp).sum(),
+        "p50_c0": 100 + np.median(ramp),
+        # a 1-pixel ring: the 2(h + w) edge neighbours (diagonals are sqrt(2) away)
+        "ring_mean_c0": 10.0,
+        "ring_std_c0": 0.0,
+        "ring_integrated_c0": 10.0 * 2 * (h + w),
+        "contrast_c0": 100 + ramp.mean() - 10,
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(f[name], value, rtol=1e-5, err_msg=name)
+
+
+def test_box_features_match_hand_computed_values() -> None:
+    """A d x h x w box in 3D: volume, inertia eigenvalues, eccentricity, Feret
+    diameter and the surface of the marching-cubes mesh."""
+    d, h, w = 3, 5, 9
+    labels = np.zeros((d + 4, h + 4, w + 4), np.uint16)
+    labels[2 : 2 + d, 2 : 2 + h, 2 : 2 + w] = 1
+    image = np.ones((1, *labels.shape))
+    f = _measure(image, labels, ObjectFeatureConfig(ring=0, quantiles=[]))
+    var = sorted([(n**2 - 1) / 12 for n in (d, h, w)], reverse=True)
+    # the inertia tensor's eigenvalues: sums of the variances along the other axes
+    inertia = sorted([var[0] + var[1], var[0] + var[2], var[1] + var[2]], reverse=True)
+    np.testing.assert_allclose(f["area"], d * h * w)
+    for i, v in enumerate(inertia):
+        np.testing.assert_allclose(f[f"inertia_eigval_{i}"], v, rtol=1e-5)
+    np.testing.assert_allclose(
+        f["eccentricity"], np.sqrt(1 - var[2] / var[0]), rtol=1e-5
+    )
+    feret = max(
+        np.sqrt(a**2 + (b - 1) ** 2 + (c - 1) ** 2)
+        for a, b, c in ((d, h, w), (h, d, w), (w, d, h))
+    )
+    np.testing.assert_allclose(f["feret_diameter_max"], feret, rtol=1e-5)
+    # the mesh lies half a pixel outside the centres with bevelled edges: between
+    # the box through the centres and the box around the pixels
+    inner = 2 * ((d - 1) * (h - 1) + (d - 1) * (w - 1) + (h - 1) * (w - 1))
+    outer = 2 * (d * h + d * w + h * w)
+    assert inner < f["surface_area"][0] < outer
+    np.testing.assert_allclose(
+        f["equivalent_diameter_area"], (6 * d * h * w / np.pi) ** (1 / 3), rtol=1e-5
+    )
+
+
+def test_enclosed_object_has_an_empty_ring() -> None:
+    """An object surrounded by another has no background ring: contrast 0, ring
+    integrated intensity 0, ring statistics from its own pixels."""
+    labels = np.zeros((12, 12), np.uint16)
+    labels[2:10, 2:10] = 1
+    labels[5:7, 5:7] = 2
+    image = np.zeros((1, 12, 12))
+    image[0, labels == 2] = 7.0
+    f = _measure(image, labels, ObjectFeatureConfig(ring=1, quantiles=[]))
+    assert f["contrast_c0"][1] == 0 and f["ring_integrated_c0"][1] == 0
+    assert f["ring_mean_c0"][1] == 7.0
+
+
+def test_pixel_feature_means_equal_whole_image_features() -> None:
+    """Means of the pixel pipeline's features inside each object equal the means of
+    the features computed on the whole region at once, for small uneven tiles."""
+    from scipy import ndimage as ndi
+
+    from convpaint.config import FeatureConfig
+    from convpaint.io.readers import open_image
+    from convpaint.normalization import image_statistics
+    from convpaint.objects.pixel_features import (
+        build_pixel_pipeline,
+        pixel_feature_means,
+    )
+    from convpaint.tiling import plan_block, read_block
+
+    gt = tifffile.imread(SAMPLE / "ground_truth/nuclei_gt.tif")
+    labels = ndi.label(gt == 2)[0][:100, :120]
+    cfg = FeatureConfig.model_validate(
+        {"extractors": [{"name": "filters", "sigmas": [1.0, 2.0]}]}
+    )
+    with open_image(SAMPLE / "images/nuclei.tif", None) as src:
+        pipeline = build_pixel_pipeline(cfg, src)
+        geo = measure_geometry(labels, labels.shape)
+        tiled = pixel_feature_means(
+            src, labels, geo, pipeline, normalize="image", tile=(1, 37, 53)
+        )
+        norm = image_statistics(src, joint=False).normalization(0)
+        block = plan_block(
+            ((0, 1), (0, 100), (0, 120)),
+            halo=pipeline.halo,
+            alignment=pipeline.alignment,
+        )
+        feats = pipeline.compute(norm(read_block(src.data[0], block)), block.trim)
+    feats = feats.reshape(100, 120, -1)
+    assert tiled.shape == (len(geo), pipeline.n_features) and len(geo) > 5
+    for row, oid in enumerate(geo.ids):
+        np.testing.assert_allclose(
+            tiled[row], feats[labels == oid].mean(axis=0), rtol=1e-4, atol=1e-5
+        )
 
 
 # --------------------------------------------------------------------------- classes

@@ -33,6 +33,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from .base import StrictModel
+from .features import FeatureConfig
 
 __all__ = [
     "OBJECT_AXES",
@@ -119,6 +120,11 @@ class SegmentConfig(StrictModel):
     """For probability or intensity maps: pixels above this value are objects
     (instead of ``foreground``)."""
 
+    channel: int | None = Field(default=None, ge=0)
+    """For maps with a channel axis, such as ``{stem}_probabilities.tif`` (one channel
+    per class, in the model's class order): the channel to use, counted from 0.
+    Required when a mask has several channels."""
+
     connectivity: Literal["face", "full"] = "face"
     """Pixels touching by a face (4-/6-connectivity) or also by an edge or corner
     (8-/26-connectivity) belong to one object."""
@@ -190,34 +196,63 @@ class ObjectFeatureConfig(StrictModel):
 
         features:
           morphology: true
+          intensity: true
           quantiles: [0.1, 0.5, 0.9]
           ring: 4
           normalize: none
+          pixel_features: {extractors: [{name: filters, sigmas: [1.0, 2.0, 4.0]}]}
     """
 
     morphology: bool = True
-    """Shape: area, perimeter and circularity (2D), eccentricity, solidity, extent,
-    axis lengths, equivalent diameter."""
+    """Shape: area (the voxel count in 3D), perimeter (2D) or surface area (3D),
+    circularity (2D), eccentricity, solidity, extent, axis lengths, equivalent
+    diameter, maximum Feret diameter, and moments (the seven Hu moments in 2D, the
+    three inertia-tensor eigenvalues in 3D)."""
 
     intensity: bool = True
-    """Per channel: mean, standard deviation, minimum and maximum inside the object."""
+    """Per channel: mean, standard deviation, minimum, maximum and integrated
+    intensity (the sum) inside the object, and in the ring when ``ring`` > 0."""
 
     quantiles: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=lambda: [0.1, 0.5, 0.9]
     )
-    """Per-channel intensity quantiles inside the object."""
+    """Per-channel intensity quantiles inside the object (and in the ring)."""
 
     ring: int = Field(default=4, ge=0, le=64)
-    """Width in pixels of the background ring around each object whose mean
-    intensity (and the object's contrast to it) is measured; 0 turns it off."""
+    """Width in pixels of the background band around each object (background pixels
+    within this distance): its mean, the object's contrast to it (mean inside minus
+    mean in the ring) and the statistics chosen by ``intensity`` and ``quantiles``
+    are measured there; 0 turns the ring off."""
 
     normalize: Literal["none", "image"] = "none"
     """Intensities as stored (none), or z-scored per channel with each image's own
     mean and standard deviation (image)."""
 
+    pixel_features: FeatureConfig | None = None
+    """Optional: the mean inside each object of convpaint's per-pixel features (the
+    extractors of pixel classification, e.g. ``{extractors: [{name: filters}]}`` or
+    ``{extractors: [{name: vgg16}]}``), computed tile by tile over the image with the
+    pixel pipeline. ``normalize`` here is ``image`` or ``plane``; null: none."""
+
+    @field_validator("pixel_features")
+    @classmethod
+    def _pixel_normalize(cls, value: FeatureConfig | None) -> FeatureConfig | None:
+        if value is not None and value.normalize == "training":
+            raise ValueError(
+                "normalize: training is not available for object pixel features; "
+                "use image (each image's own statistics) or plane"
+            )
+        return value
+
     @model_validator(mode="after")
     def _some(self) -> ObjectFeatureConfig:
-        if not (self.morphology or self.intensity or self.quantiles or self.ring):
+        if not (
+            self.morphology
+            or self.intensity
+            or self.quantiles
+            or self.ring
+            or self.pixel_features
+        ):
             raise ValueError("every feature group is turned off; enable at least one")
         return self
 
@@ -234,8 +269,8 @@ class ObjectForestConfig(StrictModel):
           seed: 0
     """
 
-    kind: Literal["forest"] = "forest"
-    """Classifier kind."""
+    kind: Literal["forest", "objects-forest"] = "forest"
+    """Classifier kind (``objects-forest`` is accepted as another name)."""
 
     n_estimators: PositiveInt = 300
     """Number of trees."""
@@ -258,24 +293,32 @@ class ObjectForestConfig(StrictModel):
     features: ObjectFeatureConfig = Field(default_factory=ObjectFeatureConfig)
     """Which measurements to use."""
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        return "forest"
+
 
 class ObjectCNNConfig(StrictModel):
-    """A small convolutional network on a crop around each object (torch, CPU).
+    """A small convolutional network on a patch around each object (torch, CPU).
 
-    The input is the normalised image crop plus one channel that marks the object's
-    own pixels, centred on the object.
+    The input is the image patch centred on the object (one input plane per channel,
+    z-scored with the image's statistics), plus one plane that marks the object's own
+    pixels.
 
     Example::
 
         classifier:
           kind: cnn
-          crop_size: 48
+          crop_size: auto
+          context_dilation: null
           epochs: 30
+          validation_fraction: 0.1
           seed: 0
     """
 
-    kind: Literal["cnn"] = "cnn"
-    """Classifier kind."""
+    kind: Literal["cnn", "objects-cnn"] = "cnn"
+    """Classifier kind (``objects-cnn`` is accepted as another name)."""
 
     architecture: Literal["small", "resnet18"] = "small"
     """'small': four convolution blocks (2D or 3D), trained from scratch; 'resnet18':
@@ -288,12 +331,20 @@ class ObjectCNNConfig(StrictModel):
     width: PositiveInt = 16
     """Channels of the first block of the small network (doubled per block)."""
 
-    crop_size: int = Field(default=48, ge=16, le=512)
-    """Edge of the crop around each object in pixels (per spatial axis); objects
-    larger than this are cut, not rescaled."""
+    crop_size: int | Literal["auto"] = "auto"
+    """Edge of the patch around each object in pixels (per spatial axis). 'auto':
+    1.4 times the objects' extent (the median over the training objects of the
+    longest bounding-box edge), rounded up to a multiple of 4 and kept within
+    16..512; the model stores the value used. Objects larger than the patch are
+    cut, not rescaled."""
+
+    context_dilation: int | None = Field(default=None, ge=0, le=256)
+    """Mask the context: the image is multiplied by the object's mask dilated by this
+    many pixels, so the network sees the object and a thin band around it only;
+    null keeps the whole patch."""
 
     epochs: PositiveInt = 30
-    """Passes over the training objects."""
+    """Maximum passes over the training objects."""
 
     batch_size: PositiveInt = 32
     """Objects per optimisation step."""
@@ -305,18 +356,47 @@ class ObjectCNNConfig(StrictModel):
     """Adam weight decay."""
 
     augment: bool = True
-    """Random flips and 90-degree rotations during training."""
+    """Random flips and 90-degree rotations (in Y/X; flips along Z too in 3D) during
+    training."""
+
+    intensity_jitter: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Random intensity changes during training: each patch channel is scaled by a
+    factor in [1 - j, 1 + j] and shifted by an offset in [-j, j] (in units of the
+    image's standard deviation); 0 turns it off."""
+
+    validation_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    """Share of the training objects (per class, seeded) held out to stop early: the
+    network of the epoch with the lowest validation loss is kept. 0 trains all
+    epochs on every object."""
+
+    patience: PositiveInt = 5
+    """Stop after this many epochs without a lower validation loss."""
 
     class_weight: Literal["balanced"] | None = "balanced"
     """Weight the loss inversely to the class counts, or not at all (null)."""
 
     seed: int | None = Field(default=None, ge=0)
-    """Random seed for initialisation, shuffling and augmentation; left empty, one is
-    drawn and saved in the model."""
+    """Random seed for initialisation, the validation split, shuffling and
+    augmentation; left empty, one is drawn and saved in the model."""
 
     threads: PositiveInt | None = None
     """Torch threads; left empty, the CPUs this process may use. Runs with the same
     seed and thread count give identical models."""
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        return "cnn"
+
+    @field_validator("crop_size")
+    @classmethod
+    def _crop(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 16 <= value <= 512:
+            raise ValueError(
+                f"crop_size {value} is outside 16..512; give a patch edge in pixels "
+                "or 'auto'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _weights(self) -> ObjectCNNConfig:
@@ -368,6 +448,19 @@ class ObjectTrainSection(StrictModel):
     model: Path = Path("objects.cpo")
     """Where the object model file is written."""
 
+    report: bool = True
+    """Write the training report next to the model: ``{model}_report.json`` and
+    ``.png`` (objects per class, feature importances, cross-validation by object and
+    by image for the forest; the validation curve for the network) and the table of
+    the training objects' features, ``{model}_features.csv`` (or ``.parquet``)."""
+
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    """Folds of the object-wise cross-validation in the report (fewer when a class
+    has fewer objects)."""
+
+    table_format: Literal["csv", "parquet"] = "csv"
+    """Format of the training feature table; parquet needs pyarrow."""
+
     _as_lists = field_validator("images", "instances", "classes", mode="before")(
         _as_list
     )
@@ -410,6 +503,10 @@ class ObjectPredictSection(StrictModel):
     table_format: Literal["csv", "parquet"] = "csv"
     """Format of the per-image tables; parquet needs pyarrow."""
 
+    table_features: bool = True
+    """Add each object's measurements to its table row: the model's features for a
+    forest; shape and intensity measurements (the forest's defaults) for a network."""
+
     on_exists: OnExists = "error"
     """What to do when an output exists: stop, skip that input, or replace it."""
 
@@ -450,13 +547,22 @@ class ObjectEvaluateSection(StrictModel):
     (0.5 or more makes matches unique)."""
 
     output_dir: Path = Path("evaluation_objects")
-    """Where the CSV/JSON scores are written."""
+    """Where the CSV/JSON scores (and figures) are written."""
+
+    figures: bool = False
+    """Also write, per image, a PNG of the objects coloured by predicted class with
+    mistakes outlined, and the confusion-matrix plot."""
+
+    images: list[str] | None = None
+    """Images shown under the objects in the figures (template or sorted files);
+    default: the predict section's inputs, else none (objects on black)."""
 
     _as_lists = field_validator(
         "predictions",
         "instances",
         "ground_truth_instances",
         "ground_truth_classes",
+        "images",
         mode="before",
     )(_as_list)
 
@@ -478,6 +584,14 @@ class ObjectsConfig(StrictModel):
 
     evaluate: ObjectEvaluateSection | None = None
     """Scoring (`convpaint objects evaluate CONFIG`)."""
+
+    @field_validator("classifier", mode="before")
+    @classmethod
+    def _default_kind(cls, value: object) -> object:
+        # settings without a kind are the forest's (its defaults need no kind either)
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "forest", **value}
+        return value
 
     @model_validator(mode="after")
     def _predict_model(self) -> ObjectsConfig:
@@ -511,6 +625,12 @@ def resolve_object_paths(
         objects.segment.output_dir = Path(join(objects.segment.output_dir))
     if isinstance(objects.classifier, ObjectCNNConfig) and objects.classifier.weights:
         objects.classifier.weights = Path(join(objects.classifier.weights))
+    if isinstance(objects.classifier, ObjectForestConfig):
+        pixel = objects.classifier.features.pixel_features
+        for spec in pixel.extractors if pixel and pixel.extractors != "auto" else []:
+            weights = getattr(spec, "weights", None)
+            if weights is not None:
+                spec.weights = Path(join(weights))  # type: ignore[attr-defined]
     if objects.train is not None:
         lists(objects.train, "images", "instances", "classes")
         objects.train.model = Path(join(objects.train.model))
@@ -530,6 +650,7 @@ def resolve_object_paths(
             "instances",
             "ground_truth_instances",
             "ground_truth_classes",
+            "images",
         )
         e.output_dir = Path(join(e.output_dir))
     return objects

@@ -18,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convpaint import progress
-from convpaint.config import Config
+from convpaint.config import Config, FeatureConfig
 from convpaint.config.objects import (
     ObjectCNNConfig,
+    ObjectFeatureConfig,
     ObjectForestConfig,
     ObjectsConfig,
     ObjectTrainSection,
@@ -32,13 +33,8 @@ from convpaint.errors import ConfigError, DataError, ModelBundleError, OutputExi
 from convpaint.io.readers import expand_inputs, file_stem
 
 from .annotations import check_class_counts, object_classes, read_class_table
-from .features import (
-    ObjectGeometry,
-    channel_statistics,
-    feature_names,
-    measure_features,
-    measure_geometry,
-)
+from .features import ObjectGeometry, feature_names, measure_geometry
+from .inputs import ObjectInputs, stored_pixel
 from .io import (
     check_on_exists,
     check_same_shape,
@@ -57,6 +53,7 @@ from .scores import (
     ObjectScores,
     format_scores,
     match_objects,
+    pool_scores,
     score_objects,
     write_scores,
 )
@@ -66,6 +63,7 @@ __all__ = [
     "ObjectPredictResult",
     "ObjectTrainResult",
     "SegmentResult",
+    "check",
     "evaluate",
     "evaluate_from_config",
     "model_info",
@@ -206,8 +204,9 @@ def segment(
 def _segment_one(path: Path, out: Path, params: SegmentConfig) -> SegmentResult:
     """Label one mask file into ``out``."""
     t0 = time.perf_counter()
-    raw, stack = _open_mask(path)
+    raw, meta, stack = _open_mask(path)
     with stack:
+        raw = _one_channel(raw, meta.axes, params, path)
         fg = _Foreground(raw, params, path)
         size = params.block_size or default_block(raw.ndim)
         block = tuple([size] * raw.ndim if isinstance(size, int) else size)
@@ -234,19 +233,51 @@ def _segment_one(path: Path, out: Path, params: SegmentConfig) -> SegmentResult:
     return SegmentResult(path, out, seconds=time.perf_counter() - t0, stats=stats)
 
 
-def _open_mask(path: Path) -> tuple[Any, Any]:
-    """A mask file as a lazy array in its own layout (any numeric dtype)."""
+def _one_channel(raw: Any, axes: str | None, params: SegmentConfig, path: Path) -> Any:
+    """The mask without its channel axis (``params.channel``) and a single time
+    frame, for files that declare their axes (e.g. ``{stem}_probabilities.tif``)."""
+    if axes and "C" in axes:
+        c = axes.index("C")
+        n = int(raw.shape[c])
+        if params.channel is None and n > 1:
+            raise DataError(
+                f"mask '{path}' has {n} channels (axes {axes}, shape "
+                f"{tuple(raw.shape)}); set objects.segment.channel (--channel) to the "
+                "one to segment, e.g. the class's probability channel counted from 0"
+            )
+        channel = params.channel or 0
+        if channel >= n:
+            raise DataError(
+                f"objects.segment.channel is {channel} but mask '{path}' has {n} "
+                f"channel(s) (axes {axes}); count channels from 0"
+            )
+        raw = raw[(slice(None),) * c + (channel,)]
+        axes = axes.replace("C", "")
+    elif params.channel is not None:
+        raise DataError(
+            f"objects.segment.channel is {params.channel} but mask '{path}' declares "
+            f"no channel axis (axes {axes or 'not declared'}, shape "
+            f"{tuple(raw.shape)}); leave channel unset for one-channel masks"
+        )
+    if axes and "T" in axes and raw.shape[axes.index("T")] == 1:
+        raw = raw[(slice(None),) * axes.index("T") + (0,)]
+    return raw
+
+
+def _open_mask(path: Path) -> tuple[Any, Any, Any]:
+    """A mask file as a lazy array in its own layout (any numeric dtype), its file
+    metadata, and the stack that closes it."""
     from contextlib import ExitStack
 
     from convpaint.io.readers import _open_raw
 
     stack = ExitStack()
     try:
-        raw, _ = _open_raw(path, stack)
+        raw, meta = _open_raw(path, stack)
     except BaseException:
         stack.close()
         raise
-    return raw, stack
+    return raw, meta, stack
 
 
 def segment_from_config(
@@ -293,33 +324,11 @@ class ObjectTrainResult:
     seconds: float
     n_features: int | None = None
     top_features: list[tuple[str, float]] = field(default_factory=list)
-
-
-def _object_inputs(
-    data: Any,
-    labels: Any,
-    geometry: ObjectGeometry,
-    classifier: ObjectForestConfig | ObjectCNNConfig,
-    block: Sequence[int],
-    source: Path,
-) -> np.ndarray:
-    """Forest features or CNN crops of the given objects of one image."""
-    if isinstance(classifier, ObjectForestConfig):
-        f = classifier.features
-        norm = channel_statistics(data) if f.normalize == "image" else None
-        return measure_features(
-            data, labels, geometry, f, block=block, normalization=norm, source=source
-        )
-    from .cnn import extract_crops
-
-    return extract_crops(
-        data,
-        labels,
-        geometry,
-        classifier.crop_size,
-        block=block,
-        normalization=channel_statistics(data),
-    )
+    report: list[Path] = field(default_factory=list)
+    """The report JSON and PNG and the feature table (empty with ``report: false``)."""
+    cross_validation: dict[str, float] = field(default_factory=dict)
+    """Macro-F1 of the report's estimates (``by_object``, ``by_image`` or
+    ``validation``) that could be computed."""
 
 
 def _resolve_seed(classifier: ObjectForestConfig | ObjectCNNConfig) -> int:
@@ -329,85 +338,175 @@ def _resolve_seed(classifier: ObjectForestConfig | ObjectCNNConfig) -> int:
 
 
 @dataclass
+class _TrainingImage:
+    """One training image with its mask, classes and labelled objects."""
+
+    image: Path
+    mask: Path
+    classes_path: Path
+    geometry: ObjectGeometry
+    """The labelled objects only."""
+    classes: NDArray[np.int64]
+
+
+@dataclass
 class _TrainingSet:
     """Inputs and classes of every labelled training object."""
 
     x: np.ndarray
     y: NDArray[np.int64]
+    image: NDArray[np.int64]
+    """Index of each object's training image."""
+    items: list[_TrainingImage]
     n_channels: int
     n_unlabelled: int
     files: list[dict[str, Any]]
 
 
-def _collect_training(
-    t: ObjectTrainSection, classifier: ObjectForestConfig | ObjectCNNConfig
-) -> _TrainingSet:
-    """Open every training image with its mask and classes; measure or crop the
-    labelled objects."""
+def _scan_training(
+    t: ObjectTrainSection,
+) -> tuple[list[_TrainingImage], int, int, list[dict[str, Any]]]:
+    """Open every training image with its mask and classes and check them; keep the
+    labelled objects' geometry. Everything the user can get wrong fails here, before
+    any measurement."""
+    from convpaint.runtime import file_sha256
+
     images = expand_inputs(t.images, what="objects.train.images")
     stems = [file_stem(p) for p in images]
     masks = pair_files(images, t.instances, what="objects.train.instances", stems=stems)
     tables = pair_files(images, t.classes, what="objects.train.classes", stems=stems)
-    from convpaint.runtime import file_sha256 as _sha256
-
     block = default_block(len(spatial_axes(t.axes)))
-    inputs, targets, files = [], [], []
+    items, files = [], []
     first: tuple[Path, int] | None = None
     n_unlabelled = 0
-    with progress.bar(len(images), "objects", "file") as bar:
-        for image, mask, table in zip(images, masks, tables, strict=True):
-            with open_volume(image, t.axes) as vol:
-                if first is not None and vol.n_channels != first[1]:
-                    raise DataError(
-                        f"training image '{image}' has {vol.n_channels} channels but "
-                        f"'{first[0]}' has {first[1]}; all training images need the "
-                        "same channels"
-                    )
-                first = first or (image, vol.n_channels)
-                labels, stack = open_labels(mask)
-                with stack:
-                    check_same_shape(
-                        labels, vol.spatial_shape, labels_path=mask, image_path=image
-                    )
-                    geometry = measure_geometry(labels, block)
-                    classes = object_classes(
-                        geometry.ids,
-                        labels,
-                        table,
-                        mask_path=mask,
-                        block=block,
-                        unlabelled=t.unlabelled,
-                    )
-                    keep = classes > 0
-                    n_unlabelled += int((~keep).sum())
-                    if keep.any():
-                        inputs.append(
-                            _object_inputs(
-                                vol.data,
-                                labels,
-                                geometry.subset(keep),
-                                classifier,
-                                block,
-                                image,
-                            )
-                        )
-                        targets.append(classes[keep])
-            named = {"image": image, "instances": mask, "classes": table}
-            files.append(
-                {
-                    **{k: str(v) for k, v in named.items()},
-                    "sha256": {k: _sha256(v) for k, v in named.items()},
-                }
-            )
-            bar.update(1)
-    y = np.concatenate(targets) if targets else np.zeros(0, np.int64)
+    for image, mask, table in zip(images, masks, tables, strict=True):
+        with open_volume(image, t.axes) as vol:
+            if first is not None and vol.n_channels != first[1]:
+                raise DataError(
+                    f"training image '{image}' has {vol.n_channels} channels but "
+                    f"'{first[0]}' has {first[1]}; all training images need the "
+                    "same channels"
+                )
+            first = first or (image, vol.n_channels)
+            labels, stack = open_labels(mask)
+            with stack:
+                check_same_shape(
+                    labels, vol.spatial_shape, labels_path=mask, image_path=image
+                )
+                geometry = measure_geometry(labels, block)
+                classes = object_classes(
+                    geometry.ids,
+                    labels,
+                    table,
+                    mask_path=mask,
+                    block=block,
+                    unlabelled=t.unlabelled,
+                )
+        keep = classes > 0
+        n_unlabelled += int((~keep).sum())
+        items.append(
+            _TrainingImage(image, mask, table, geometry.subset(keep), classes[keep])
+        )
+        named = {"image": image, "instances": mask, "classes": table}
+        files.append(
+            {
+                **{k: str(v) for k, v in named.items()},
+                "sha256": {k: file_sha256(v) for k, v in named.items()},
+            }
+        )
+    y = np.concatenate([it.classes for it in items])
     check_class_counts(y, f"{len(images)} training image(s)")
     assert first is not None
-    return _TrainingSet(np.concatenate(inputs), y, first[1], n_unlabelled, files)
+    return items, first[1], n_unlabelled, files
+
+
+def _collect_training(t: ObjectTrainSection, inputs: ObjectInputs) -> _TrainingSet:
+    """Check the training data, then measure (or cut patches of) the labelled
+    objects; resolves ``crop_size: auto`` from the training objects."""
+    items, n_channels, n_unlabelled, files = _scan_training(t)
+    classifier = inputs.classifier
+    if isinstance(classifier, ObjectCNNConfig) and classifier.crop_size == "auto":
+        from .cnn import auto_crop_size
+
+        low = np.concatenate([it.geometry.low for it in items])
+        high = np.concatenate([it.geometry.high for it in items])
+        classifier.crop_size = auto_crop_size(low, high)
+        logger.info("patch size %d px from the objects' extent", classifier.crop_size)
+    xs = []
+    with progress.bar(len(items), "objects", "file") as bar:
+        for it in items:
+            if len(it.geometry):
+                with open_volume(it.image, t.axes) as vol:
+                    labels, stack = open_labels(it.mask)
+                    with stack:
+                        xs.append(inputs(vol, labels, it.geometry))
+            bar.update(1)
+    return _TrainingSet(
+        x=np.concatenate(xs),
+        y=np.concatenate([it.classes for it in items]),
+        image=np.concatenate(
+            [np.full(len(it.classes), i, np.int64) for i, it in enumerate(items)]
+        ),
+        items=items,
+        n_channels=n_channels,
+        n_unlabelled=n_unlabelled,
+        files=files,
+    )
+
+
+def _training_table(
+    data: _TrainingSet, names: list[str] | None, ndim: int, axes: str
+) -> dict[str, list[Any]]:
+    """Columns of the training objects' table: image, object id, class, centroid,
+    area and (forest) the features."""
+    columns: dict[str, list[Any]] = {
+        "image": [str(it.image) for it in data.items for _ in it.classes],
+        "object_id": np.concatenate([it.geometry.ids for it in data.items]).tolist(),
+        "class": data.y.tolist(),
+    }
+    centroid = np.concatenate([it.geometry.centroid for it in data.items])
+    for a, name in enumerate(spatial_axes(axes)):
+        columns[f"centroid_{name.lower()}"] = centroid[:, a].round(2).tolist()
+    columns["area"] = np.concatenate([it.geometry.area for it in data.items]).tolist()
+    for i, name in enumerate(names or []):
+        if name != "area":
+            columns[name] = data.x[:, i].tolist()
+    return columns
+
+
+def _forest_cv(
+    data: _TrainingSet,
+    classifier: ObjectForestConfig,
+    *,
+    folds: int,
+    seed: int,
+    n_jobs: int,
+) -> dict[str, Any]:
+    """Cross-validation of the forest by object and by image (see the report)."""
+    from .forest import fit_forest
+    from .report import cross_validate_objects
+
+    def fit_predict(x: NDArray, y: NDArray, x_test: NDArray) -> NDArray:
+        nodes, _ = fit_forest(x, y, classifier, seed=seed, n_jobs=n_jobs)
+        classes = np.unique(y)
+        return classes[nodes.predict_proba(x_test).argmax(axis=1)]
+
+    return cross_validate_objects(
+        data.x,
+        data.y,
+        data.image,
+        fit_predict,
+        n_folds=folds,
+        seed=seed,
+        image_names=[it.image.name for it in data.items],
+    )
 
 
 def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
     """Train an object classifier from ``objects.train`` and write the model file.
+
+    With ``objects.train.report`` (default), also writes ``{model}_report.json`` /
+    ``.png`` and ``{model}_features.csv`` next to the model.
 
     Raises
     ------
@@ -430,10 +529,12 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
         )
     classifier = objects.classifier
     seed = _resolve_seed(classifier)
-    data = _collect_training(t, classifier)
+    ndim = len(spatial_axes(t.axes))
+    threads = _threads(getattr(classifier, "threads", None))
+    inputs = ObjectInputs(classifier, default_block(ndim), threads)
+    data = _collect_training(t, inputs)
     class_values = sorted(int(c) for c in np.unique(data.y))
     counts = {c: int((data.y == c).sum()) for c in class_values}
-    ndim = len(spatial_axes(t.axes))
     logger.info("training on %d objects: %s", len(data.y), counts)
     meta: dict[str, Any] = {
         "kind": classifier.kind,
@@ -442,8 +543,6 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
         "axes": t.axes,
         "ndim": ndim,
         "n_channels": data.n_channels,
-        "classifier": classifier.model_dump(mode="json"),
-        "config": objects.model_dump(mode="json"),
         "training": {
             "files": data.files,
             "objects_per_class": {str(c): n for c, n in counts.items()},
@@ -459,15 +558,30 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
         n_unlabelled=data.n_unlabelled,
         seconds=0.0,
     )
+    report: dict[str, Any] = {
+        "kind": classifier.kind,
+        "model": str(t.model),
+        "n_images": len(data.items),
+        "n_objects": len(data.y),
+        "objects_per_class": counts,
+        "objects_per_image": {it.image.name: len(it.classes) for it in data.items},
+        "unlabelled_objects": data.n_unlabelled,
+        "seed": seed,
+    }
+    names: list[str] | None = None
     if isinstance(classifier, ObjectForestConfig):
         from .forest import fit_forest
+        from .report import importance_groups
 
-        names = feature_names(classifier.features, data.n_channels, ndim)
+        names = inputs.names(data.n_channels, ndim)
         nodes, importance = fit_forest(
-            data.x, data.y, classifier, seed=seed, n_jobs=_threads()
+            data.x, data.y, classifier, seed=seed, n_jobs=threads
         )
+        report["training_seconds"] = time.perf_counter() - t0
         arrays = {f"forest/{k}.npy": v for k, v in nodes.arrays().items()}
         meta["feature_names"] = names
+        if inputs.pixel is not None:
+            meta["pixel_features"] = inputs.pixel
         meta["training"]["feature_importances"] = dict(
             zip(names, importance.round(6).tolist(), strict=True)
         )
@@ -475,10 +589,18 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
         result.top_features = [
             (names[i], float(importance[i])) for i in np.argsort(importance)[::-1][:10]
         ]
+        if t.report:
+            report["feature_importance"] = importance_groups(names, importance)
+            report["cross_validation"] = _forest_cv(
+                data, classifier, folds=t.cv_folds, seed=seed, n_jobs=threads
+            )
+            for key, cv in report["cross_validation"].items():
+                if "macro_f1" in cv:
+                    result.cross_validation[key] = cv["macro_f1"]
     else:
         from .cnn import train_cnn
+        from .report import classification_scores
 
-        threads = _threads(classifier.threads)
         state, arch, history = train_cnn(
             data.x,
             np.searchsorted(class_values, data.y),
@@ -487,16 +609,60 @@ def train(config: Config, *, overwrite: bool = False) -> ObjectTrainResult:
             seed=seed,
             threads=threads,
         )
+        report["training_seconds"] = time.perf_counter() - t0
         arrays = {f"cnn/{k}.npy": v for k, v in state.items()}
         meta["network"] = arch
         meta["crop_size"] = classifier.crop_size
         meta["training"]["loss"] = [round(v, 6) for v in history["loss"]]
+        meta["training"]["validation_loss"] = [round(v, 6) for v in history["val_loss"]]
+        meta["training"]["epochs_run"] = history["epochs_run"]
+        meta["training"]["best_epoch"] = history.get("best_epoch")
         meta["training"]["torch_threads"] = threads
         if "weights_sha256" in history:
             meta["training"]["imagenet_weights_sha256"] = history["weights_sha256"]
+        report["history"] = {
+            k: history[k]
+            for k in ("loss", "val_loss", "val_accuracy", "epochs_run", "n_train")
+        }
+        report["history"]["best_epoch"] = history.get("best_epoch")
+        report["patch_size"] = classifier.crop_size
+        if "validation" in history:
+            v = history["validation"]
+            scores = classification_scores(
+                np.asarray(class_values)[v["true"]],
+                np.asarray(class_values)[v["predicted"]],
+                class_values,
+            )
+            report["validation"] = {
+                "method": "held-out share of the training objects (per class, "
+                "seeded); scores of the network kept (lowest validation loss)",
+                **scores,
+            }
+            result.cross_validation["validation"] = scores["macro_f1"]
+        else:
+            report["validation"] = {
+                "skipped_reason": "no validation share (validation_fraction 0, or "
+                "classes too small to spare objects)"
+            }
+    # the resolved settings: drawn seed, patch size, explicit pixel extractors
+    if inputs.pixel is not None and isinstance(classifier, ObjectForestConfig):
+        pixel = classifier.features.pixel_features
+        assert pixel is not None
+        classifier.features.pixel_features = FeatureConfig.model_validate(
+            {**pixel.model_dump(mode="json"), "extractors": inputs.pixel["extractors"]}
+        )
+    meta["classifier"] = classifier.model_dump(mode="json")
+    meta["config"] = objects.model_dump(mode="json")
     meta["versions"] = _versions()
     save_object_model(t.model, meta, arrays)
     logger.info("object model written to %s", t.model)
+    if t.report:
+        from .report import report_paths, write_training_report
+
+        json_path, png_path, table_path = report_paths(t.model, t.table_format)
+        write_training_report(report, json_path, png_path)
+        write_table(table_path, _training_table(data, names, ndim, t.axes))
+        result.report = [json_path, png_path, table_path]
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -524,18 +690,8 @@ def _outputs(
     )
 
 
-def _predict_probabilities(
-    model: ObjectModel,
-    predictor: Any,
-    data: Any,
-    labels: Any,
-    geometry: ObjectGeometry,
-    *,
-    block: Sequence[int],
-    threads: int,
-    source: Path,
-) -> NDArray[np.float64]:
-    """Class probabilities ``(n_objects, K)`` from the model's forest or network."""
+def _model_inputs(model: ObjectModel, threads: int) -> ObjectInputs:
+    """How the model measures objects, rebuilt from its file."""
     from pydantic import TypeAdapter
 
     from convpaint.config.objects import ObjectClassifierConfig
@@ -550,18 +706,49 @@ def _predict_probabilities(
             f"model '{model.path}' holds classifier settings this convpaint cannot read "
             f"({err}); use the convpaint version it was trained with"
         ) from err
-    if isinstance(classifier, ObjectForestConfig):
-        names = feature_names(
-            classifier.features, int(data.shape[0]), len(geometry.shape)
+    if isinstance(classifier, ObjectCNNConfig) and not isinstance(
+        classifier.crop_size, int
+    ):
+        classifier.crop_size = int(meta["crop_size"])
+    return ObjectInputs(
+        classifier,
+        default_block(meta["ndim"]),
+        threads,
+        pixel=stored_pixel(meta, model.path),
+    )
+
+
+def _check_feature_names(
+    model: ObjectModel, inputs: ObjectInputs, n_channels: int, source: Path
+) -> list[str]:
+    """The forest's feature names, refused when this image or convpaint would give
+    other features than the model was trained with."""
+    names = inputs.names(n_channels, model.meta["ndim"])
+    stored = model.meta["feature_names"]
+    if names != stored:
+        diff = next(
+            (f"'{a}' vs '{b}'" for a, b in zip(stored, names, strict=False) if a != b),
+            f"{len(stored)} vs {len(names)} columns",
         )
-        if names != meta["feature_names"]:
-            raise ModelBundleError(
-                f"model '{model.path}' was trained with {len(meta['feature_names'])} "
-                f"features but image '{source}' gives {len(names)}; predict images like "
-                "the training images"
-            )
-    x = _object_inputs(data, labels, geometry, classifier, block, source)
-    if isinstance(classifier, ObjectForestConfig):
+        raise ModelBundleError(
+            f"model '{model.path}' was trained with {len(stored)} features but image "
+            f"'{source}' gives {len(names)} (first difference: {diff}); predict images "
+            "like the training images, with the convpaint version that trained the "
+            "model, or retrain it"
+        )
+    return names
+
+
+def _predict_probabilities(
+    model: ObjectModel,
+    predictor: Any,
+    inputs: ObjectInputs,
+    x: NDArray[np.float32],
+    *,
+    threads: int,
+) -> NDArray[np.float64]:
+    """Class probabilities ``(n_objects, K)`` from the model's forest or network."""
+    if model.kind == "forest":
         return predictor.predict_proba(x)
     from .cnn import predict_cnn
 
@@ -583,6 +770,7 @@ def _counts_from_table(path: Path) -> dict[int, int]:
 def _predict_one(
     model: ObjectModel,
     predictor: Any,
+    inputs: ObjectInputs,
     image: Path,
     mask: Path,
     out: Path,
@@ -591,12 +779,15 @@ def _predict_one(
     axes: str,
     fmt: Literal["tif", "zarr"],
     threads: int,
+    table_features: bool,
 ) -> ObjectPredictResult:
     """Classify the objects of one image; write its objclass image and table."""
     t0 = time.perf_counter()
     meta = model.meta
     classes = np.asarray(model.classes, np.int64)
     block = default_block(meta["ndim"])
+    names: list[str] = []
+    features = np.zeros((0, 0), np.float32)
     with open_volume(image, axes) as vol:
         if vol.n_channels != meta["n_channels"]:
             raise DataError(
@@ -604,6 +795,8 @@ def _predict_one(
                 f"'{model.path}' was trained on {meta['n_channels']}; predict "
                 f"images like the training images (axes {meta['axes']})"
             )
+        if model.kind == "forest":
+            names = _check_feature_names(model, inputs, vol.n_channels, image)
         labels, stack = open_labels(mask)
         with stack:
             check_same_shape(
@@ -612,16 +805,16 @@ def _predict_one(
             geometry = measure_geometry(labels, block)
             proba = np.zeros((0, len(classes)))
             if len(geometry):
+                x = inputs(vol, labels, geometry)
                 proba = _predict_probabilities(
-                    model,
-                    predictor,
-                    vol.data,
-                    labels,
-                    geometry,
-                    block=block,
-                    threads=threads,
-                    source=image,
+                    model, predictor, inputs, x, threads=threads
                 )
+                if model.kind == "forest":
+                    features = x
+                elif table_features:
+                    shown = ObjectFeatureConfig()
+                    names = feature_names(shown, vol.n_channels, meta["ndim"])
+                    features = inputs.features(vol, labels, geometry, shown)
             else:
                 logger.warning("instances '%s' contain no object", mask)
             predicted = classes[proba.argmax(axis=1)] if len(proba) else classes[:0]
@@ -640,9 +833,13 @@ def _predict_one(
     }
     for i, c in enumerate(classes):
         columns[f"probability_{c}"] = proba[:, i].round(6).tolist()
-    columns["area"] = geometry.area.tolist()
     for a, name in enumerate(spatial_axes(axes)):
         columns[f"centroid_{name.lower()}"] = geometry.centroid[:, a].round(2).tolist()
+    columns["area"] = geometry.area.tolist()
+    if table_features:
+        for i, name in enumerate(names):
+            if name != "area":  # the pixel count, already there
+                columns[name] = features[:, i].tolist() if len(features) else []
     write_table(table, columns)
     values, counts = np.unique(predicted, return_counts=True)
     return ObjectPredictResult(
@@ -665,12 +862,14 @@ def predict(
     on_exists: OnExists = "error",
     shard: tuple[int, int] | None = None,
     threads: int | None = None,
+    table_features: bool = True,
 ) -> list[ObjectPredictResult]:
     """Classify the objects of every input image with an object model.
 
     Writes per image ``{stem}_objclass`` (each object's pixels = its class),
-    ``{stem}_objects.csv`` (object id, class, class probabilities, area, centroid),
-    and per run ``objects_summary.csv`` (objects per class per image).
+    ``{stem}_objects.csv`` (object id, class, class probabilities, centroid, area
+    and, with ``table_features``, the object's measurements), and per run
+    ``objects_summary.csv`` (objects per class per image).
 
     Raises
     ------
@@ -711,6 +910,7 @@ def predict(
             check_on_exists([out, tab], on_exists)
     n_threads = _threads(threads)
     predictor = model.network() if model.kind == "cnn" else model.forest()
+    inputs = _model_inputs(model, n_threads)
     classes = model.classes
     results = []
     with progress.bar(len(plan), "objects", "file") as bar:
@@ -729,6 +929,7 @@ def predict(
                 _predict_one(
                     model,
                     predictor,
+                    inputs,
                     image,
                     mask,
                     out,
@@ -736,6 +937,7 @@ def predict(
                     axes=use_axes,
                     fmt=fmt,
                     threads=n_threads,
+                    table_features=table_features,
                 )
             )
             bar.update(1)
@@ -771,6 +973,7 @@ def predict_from_config(
         axes=p.axes,
         fmt=p.format,
         table_format=p.table_format,
+        table_features=p.table_features,
         on_exists=on_exists or p.on_exists,
         shard=shard,
     )
@@ -785,6 +988,8 @@ def evaluate(
     *,
     instances: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
+    figures: bool = False,
+    images: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Object-level scores of prediction tables against ground-truth objects.
 
@@ -795,17 +1000,29 @@ def evaluate(
     ground_truth_instances, ground_truth_classes : sequence of str
         A ``{stem}`` template or files paired in sorted order.
     output_dir : path
-        Receives ``objects_evaluation.csv`` and ``.json``.
+        Receives ``objects_evaluation.csv``, ``.json`` and
+        ``objects_evaluation_confusion.csv`` (and the figures).
     instances : sequence of str, optional
         The instance masks the predictions refer to; default: the ground-truth masks
         (the prediction classified the ground-truth objects).
     iou_threshold : float
         Matching threshold (>= 0.5).
+    figures : bool
+        Also write ``{stem}_objects.png`` per image (objects coloured by predicted
+        class, mistakes outlined) and ``objects_confusion.png``.
+    images : sequence of str, optional
+        Images shown under the objects in the figures (template or sorted files).
 
     Returns
     -------
     dict
         ``{"scores": [ObjectScores...], "files": [Path...], "table": str}``.
+
+    Raises
+    ------
+    DataError
+        Missing or unpaired files, shapes that differ, ids a table lists that its
+        mask lacks.
     """
     tables = expand_files(list(predictions), what="predictions")
     stems = [label_stem(p, ("_objects",)) for p in tables]
@@ -820,9 +1037,16 @@ def evaluate(
         if instances
         else gt_masks
     )
+    backgrounds: list[Path | None] = (
+        list(pair_files(tables, list(images), what="images", stems=stems))
+        if figures and images
+        else [None] * len(tables)
+    )
+    out_dir = Path(output_dir)
     scores: list[ObjectScores] = []
-    for table, gt_mask, gt_table, pr_mask, stem in zip(
-        tables, gt_masks, gt_tables, pr_masks, stems, strict=True
+    files: list[Path] = []
+    for table, gt_mask, gt_table, pr_mask, stem, background in zip(
+        tables, gt_masks, gt_tables, pr_masks, stems, backgrounds, strict=True
     ):
         gt_labels, gt_stack = open_labels(gt_mask, what="ground truth instances")
         with gt_stack:
@@ -858,20 +1082,104 @@ def evaluate(
                         gt_labels, pr_labels, block=block, iou_threshold=iou_threshold
                     )
                     pr_ids = set(measure_geometry(pr_labels, block).ids.tolist())
-        unknown = sorted(set(predicted) - pr_ids)
-        if unknown:
-            raise DataError(
-                f"prediction table '{table}' lists object ids that are not in '{pr_mask}': "
-                f"{unknown[:5]}; evaluate a table with the instance mask it was predicted on"
+            unknown = sorted(set(predicted) - pr_ids)
+            if unknown:
+                raise DataError(
+                    f"prediction table '{table}' lists object ids that are not in "
+                    f"'{pr_mask}': {unknown[:5]}; evaluate a table with the instance "
+                    "mask it was predicted on"
+                )
+            # predicted objects matched to ground-truth objects without a class are
+            # not scored
+            unscored = {p for g, p in zip(*matches, strict=True) if int(g) not in truth}
+            predicted = {k: v for k, v in predicted.items() if k not in unscored}
+            score = score_objects(
+                stem, truth, predicted, matches, sorted(set(truth.values()))
             )
-        # predicted objects matched to ground-truth objects without a class are not scored
-        unscored = {p for g, p in zip(*matches, strict=True) if int(g) not in truth}
-        predicted = {k: v for k, v in predicted.items() if k not in unscored}
-        scores.append(
-            score_objects(stem, truth, predicted, matches, sorted(set(truth.values())))
+            scores.append(score)
+            if figures:
+                files.append(
+                    _evaluation_figure(
+                        out_dir / f"{stem}_objects.png",
+                        score,
+                        truth,
+                        predicted,
+                        matches,
+                        gt_labels,
+                        pr_mask,
+                        same=pr_mask == gt_mask,
+                        background=background,
+                    )
+                )
+    files = write_scores(scores, out_dir) + files
+    if figures:
+        from convpaint.evaluation import plot_confusion
+
+        pooled = pool_scores(scores)
+        files.append(
+            plot_confusion(
+                np.asarray(pooled.confusion).reshape(
+                    len(pooled.classes), len(pooled.classes)
+                ),
+                pooled.classes,
+                out_dir / "objects_confusion.png",
+            )
         )
-    files = write_scores(scores, Path(output_dir))
     return {"scores": scores, "files": files, "table": format_scores(scores)}
+
+
+def _evaluation_figure(
+    path: Path,
+    score: ObjectScores,
+    truth: dict[int, int],
+    predicted: dict[int, int],
+    matches: tuple[NDArray[np.int64], NDArray[np.int64]],
+    gt_labels: Any,
+    pr_mask: Path,
+    *,
+    same: bool,
+    background: Path | None,
+) -> Path:
+    """One image's figure: objects coloured by predicted class, mistakes outlined."""
+    from convpaint.io.readers import open_image
+
+    from .figures import display_plane, mistakes, plane_step, plot_objects
+
+    step = plane_step(tuple(gt_labels.shape))
+    gt_plane = display_plane(gt_labels, step)
+    if same:
+        pr_plane = gt_plane
+    else:
+        pr_labels, stack = open_labels(pr_mask)
+        with stack:
+            pr_plane = display_plane(pr_labels, step)
+    wrong, missed = mistakes(truth, predicted, matches)
+    image = None
+    if background is not None:
+        with open_image(background, None) as src:
+            data = src.data[0] if src.is_stack else src.data[0, :, 0]
+            image = display_plane(data, step, channels=True)
+        if image.shape[-2:] != gt_plane.shape:
+            raise DataError(
+                f"image '{background}' has spatial shape {tuple(data.shape[1:])} but "
+                f"ground truth has {tuple(gt_labels.shape)}; give the images the "
+                "predictions were made on"
+            )
+    title = (
+        f"{score.name}: macro-F1 {score.macro_f1:.3f}, {len(wrong)} wrong or "
+        f"unmatched, {len(missed)} missed"
+    )
+    return plot_objects(
+        path,
+        image=image,
+        predicted_labels=pr_plane,
+        predicted=predicted,
+        wrong=wrong,
+        truth_labels=gt_plane,
+        missed=missed,
+        classes=score.classes,
+        title=title,
+    )
 
 
 def evaluate_from_config(config: Config) -> dict[str, Any]:
@@ -897,6 +1205,9 @@ def evaluate_from_config(config: Config) -> dict[str, Any]:
         ]
         if instances is None:
             instances = p.instances
+    images = e.images
+    if images is None and e.figures and objects.predict is not None:
+        images = objects.predict.inputs if e.predictions is None else None
     return evaluate(
         predictions,
         e.ground_truth_instances,
@@ -904,7 +1215,86 @@ def evaluate_from_config(config: Config) -> dict[str, Any]:
         e.output_dir,
         instances=instances,
         iou_threshold=e.iou_threshold,
+        figures=e.figures,
+        images=images,
     )
+
+
+# --------------------------------------------------------------------------- check
+def check(config: Config) -> dict[str, list[tuple[str, ...]]]:
+    """What the objects section would read and write, without computing anything.
+
+    Opens every training image, mask and class file lazily (headers only) and checks
+    their pairing and shapes; plans the segment and predict outputs.
+
+    Returns
+    -------
+    dict
+        ``"segment"``: (mask, output, state); ``"train"``: (image, instances,
+        classes, shape); ``"predict"``: (image, instances, output, state).
+
+    Raises
+    ------
+    ConfigError, DataError
+    """
+    out: dict[str, list[tuple[str, ...]]] = {"segment": [], "train": [], "predict": []}
+    objects = config.objects
+    if objects is None:
+        return out
+    seg = objects.segment
+    if seg is not None and (seg.inputs is not None or config.predict is not None):
+        if seg.inputs is not None:
+            masks = expand_inputs(list(seg.inputs), what="objects.segment.inputs")
+        else:
+            from convpaint.api import plan_prediction
+
+            p = config.predict
+            assert p is not None
+            masks = [
+                paths.labels
+                for _, paths in plan_prediction(
+                    p.inputs, p.output_dir, fmt=p.format, output_name=p.output_name
+                )
+            ]
+        suffix = ".tif" if seg.format == "tif" else ".zarr"
+        for mask in masks:
+            name = seg.output_name.format(stem=label_stem(mask, _SEGMENT_SUFFIXES))
+            target = seg.output_dir / f"{name}{suffix}"
+            state = "exists" if target.exists() else "new"
+            out["segment"].append((str(mask), str(target), state))
+    t = objects.train
+    if t is not None:
+        images = expand_inputs(t.images, what="objects.train.images")
+        stems = [file_stem(p) for p in images]
+        masks = pair_files(
+            images, t.instances, what="objects.train.instances", stems=stems
+        )
+        tables = pair_files(
+            images, t.classes, what="objects.train.classes", stems=stems
+        )
+        for image, mask, table in zip(images, masks, tables, strict=True):
+            with open_volume(image, t.axes) as vol:
+                labels, stack = open_labels(mask)
+                with stack:
+                    check_same_shape(
+                        labels, vol.spatial_shape, labels_path=mask, image_path=image
+                    )
+                shape = str(tuple(vol.data.shape))
+            out["train"].append((str(image), str(mask), str(table), shape))
+    p = objects.predict
+    if p is not None:
+        files = expand_inputs(p.inputs, what="objects.predict.inputs")
+        masks = pair_files(
+            files,
+            p.instances,
+            what="objects.predict.instances",
+            stems=[file_stem(f) for f in files],
+        )
+        for image, mask in zip(files, masks, strict=True):
+            image_out, table = _outputs(image, p.output_dir, p.format, p.table_format)
+            state = "exists" if image_out.exists() or table.exists() else "new"
+            out["predict"].append((str(image), str(mask), str(table), state))
+    return out
 
 
 # --------------------------------------------------------------------------- info
@@ -928,6 +1318,13 @@ def model_info(path: Path | str) -> dict[str, Any]:
     }
     if meta.get("kind") == "forest":
         out["features"] = len(meta.get("feature_names", []))
+        pixel = meta.get("pixel_features")
+        if pixel:
+            out["pixel_features"] = {
+                k: pixel.get(k)
+                for k in ("extractors", "dims", "normalize", "n_features")
+            }
     else:
         out["network"] = meta.get("network")
+        out["patch_size"] = meta.get("crop_size")
     return out

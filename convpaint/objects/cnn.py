@@ -1,20 +1,25 @@
-"""Object classification with a convolutional network on a crop around each object.
+"""Object classification with a convolutional network on a patch around each object
+(the method of Svetlana, Cazorla et al.).
 
-Input per object: the image crop centred on the object's centroid (channels z-scored
-with the image's own statistics, zero outside the image) plus one channel that is 1
-on the object's own pixels. ``small`` is a four-block network for 2D or 3D crops,
-trained from scratch; ``resnet18`` is torchvision's ResNet18 started from ImageNet
-weights the user names (2D only).
+Input per object: the image patch centred on the object's centroid (one plane per
+channel, z-scored with the image's own statistics, zero outside the image;
+optionally zero outside the object's dilated mask) plus one plane that is 1 on the
+object's own pixels. The patch edge is set, or 1.4 times the objects' extent.
+``small`` is a four-block network for 2D or 3D patches, trained from scratch;
+``resnet18`` is torchvision's ResNet18 started from ImageNet weights the user names
+(2D only). Training augments with flips, 90-degree rotations and optional intensity
+jitter, and stops early on a held-out share of the objects.
 
-Runs are reproducible: seeded initialisation, shuffling and augmentation (numpy
-generator), deterministic torch algorithms, and a fixed thread count. torch is
-imported inside functions only.
+Runs are reproducible: seeded initialisation, validation split, shuffling and
+augmentation (numpy generator), deterministic torch algorithms, and a fixed thread
+count. torch is imported inside functions only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +34,7 @@ from convpaint.errors import ModelBundleError, WeightsError
 from .features import ObjectGeometry, iter_regions
 
 __all__ = [
+    "auto_crop_size",
     "build_network",
     "extract_crops",
     "load_state",
@@ -41,6 +47,32 @@ logger = logging.getLogger(__name__)
 
 #: Objects per forward pass at prediction time.
 _PREDICT_BATCH = 256
+#: Patch edge over the objects' extent for ``crop_size: auto`` (Svetlana's factor).
+CROP_FACTOR = 1.4
+
+
+def auto_crop_size(low: NDArray[np.int64], high: NDArray[np.int64]) -> int:
+    """Patch edge for ``crop_size: auto`` from the objects' bounding boxes
+    ``(n, ndim)``: 1.4 times the median of their longest edge, rounded up to a
+    multiple of 4, within 16..512.
+
+    Svetlana sizes patches from the largest object; the typical object is used here
+    because it measured better (``benchmarks/objects.py``: larger patches cost
+    accuracy and time on the Ki67 sets) and one outlier cannot inflate it."""
+    if not len(low):
+        return 16
+    extent = (high - low).max(axis=1)
+    edge = CROP_FACTOR * float(np.median(extent))
+    return int(min(512, max(16, 4 * math.ceil(edge / 4))))
+
+
+def _dilated(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
+    """Pixels within ``radius`` (Euclidean) of the mask."""
+    from scipy import ndimage as ndi
+
+    if radius == 0 or not mask.any():
+        return mask
+    return ndi.distance_transform_edt(~mask) <= radius
 
 
 def extract_crops(
@@ -51,11 +83,14 @@ def extract_crops(
     *,
     block: Sequence[int],
     normalization: tuple[NDArray[np.float64], NDArray[np.float64]],
+    context_dilation: int | None = None,
 ) -> NDArray[np.float32]:
-    """Crops of shape ``(n_objects, C + 1, *[crop_size] * ndim)`` centred on objects.
+    """Patches of shape ``(n_objects, C + 1, *[crop_size] * ndim)`` centred on objects.
 
-    The last channel marks the object's own pixels. Reading is grouped by block, as in
-    :func:`convpaint.objects.features.measure_features`; crops never depend on it.
+    The last channel marks the object's own pixels. With ``context_dilation``, image
+    pixels farther than that from the object are set to 0 (the image's mean). Reading
+    is grouped by block, as in :func:`convpaint.objects.features.measure_features`;
+    patches never depend on it.
     """
     ndim = len(geometry.shape)
     n_channels = int(data.shape[0])
@@ -81,8 +116,12 @@ def extract_crops(
                 slice(int(a), int(b))
                 for a, b in zip(lo - start[row], hi - start[row], strict=True)
             )
-            out[(row, slice(0, n_channels), *dst)] = img[(slice(None), *src)]
-            out[(row, n_channels, *dst)] = lab[src] == geometry.ids[row]
+            own = lab[src] == geometry.ids[row]
+            patch = img[(slice(None), *src)]
+            if context_dilation is not None:
+                patch = patch * _dilated(own, context_dilation)
+            out[(row, slice(0, n_channels), *dst)] = patch
+            out[(row, n_channels, *dst)] = own
     return out
 
 
@@ -264,19 +303,43 @@ def _torch_settings(threads: int, *, deterministic: bool) -> Iterator[None]:
 
 
 def _augment(
-    batch: NDArray[np.float32], rng: np.random.Generator
+    batch: NDArray[np.float32], rng: np.random.Generator, jitter: float, flips: bool
 ) -> NDArray[np.float32]:
-    """Random flips and 90-degree rotations in the Y/X plane, one draw per crop."""
+    """Random flips and 90-degree rotations in the Y/X plane (and a Z flip in 3D),
+    and intensity jitter of the image channels (not the object-mask channel), one
+    draw per patch."""
     out = np.empty_like(batch)
+    n_image = batch.shape[1] - 1
     for i, crop in enumerate(batch):
-        k, flip = rng.integers(4), rng.integers(2)
-        crop = np.rot90(crop, k, axes=(-2, -1))
-        if flip:
-            crop = crop[..., ::-1]
-        if crop.ndim == 4 and rng.integers(2):  # 3D: also flip Z
-            crop = crop[:, ::-1]
+        if flips:
+            k, flip = rng.integers(4), rng.integers(2)
+            crop = np.rot90(crop, k, axes=(-2, -1))
+            if flip:
+                crop = crop[..., ::-1]
+            if crop.ndim == 4 and rng.integers(2):  # 3D: also flip Z
+                crop = crop[:, ::-1]
         out[i] = crop
+        if jitter > 0:
+            shape = (n_image, *[1] * (crop.ndim - 1))
+            scale = rng.uniform(1 - jitter, 1 + jitter, n_image).reshape(shape)
+            shift = rng.uniform(-jitter, jitter, n_image).reshape(shape)
+            out[i, :n_image] = out[i, :n_image] * scale + shift
     return out
+
+
+def validation_split(
+    targets: NDArray[np.int64], fraction: float, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Indices ``(train, validation)``: per class, ``floor(fraction * n)`` objects
+    drawn with the seed are held out (none for classes too small to spare one)."""
+    rng = np.random.default_rng([seed, 1])
+    held: list[NDArray[np.int64]] = []
+    for c in np.unique(targets):
+        members = rng.permutation(np.flatnonzero(targets == c))
+        held.append(members[: math.floor(fraction * len(members))])
+    val = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    train = np.setdiff1d(np.arange(len(targets)), val)
+    return train, val
 
 
 def train_cnn(
@@ -288,14 +351,14 @@ def train_cnn(
     seed: int,
     threads: int,
 ) -> tuple[dict[str, NDArray], dict[str, Any], dict[str, Any]]:
-    """Train a network on object crops.
+    """Train a network on object patches, stopping early on a held-out share.
 
     Parameters
     ----------
     crops : array of shape ``(n, C + 1, *spatial)``, float32
         From :func:`extract_crops`.
     targets : array of shape ``(n,)``
-        Class index 0..K-1 of each crop.
+        Class index 0..K-1 of each patch.
     config : ObjectCNNConfig
         Network and training settings.
     n_classes : int
@@ -306,7 +369,9 @@ def train_cnn(
     Returns
     -------
     (state arrays, architecture, history)
-        What the model file stores, and the mean training loss per epoch.
+        What the model file stores, and per epoch the mean training loss and (with
+        a validation share) the validation loss and accuracy, the epoch kept and the
+        validation objects' true and predicted class indices at that epoch.
     """
     import torch
     from torch import nn
@@ -320,7 +385,14 @@ def train_cnn(
     }
     if config.architecture == "small":
         arch["width"] = config.width
-    history: dict[str, Any] = {"loss": []}
+    train_idx, val_idx = validation_split(targets, config.validation_fraction, seed)
+    history: dict[str, Any] = {
+        "loss": [],
+        "val_loss": [],
+        "val_accuracy": [],
+        "n_train": len(train_idx),
+        "n_validation": len(val_idx),
+    }
     with _torch_settings(threads, deterministic=True):
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -330,10 +402,11 @@ def train_cnn(
             history["weights_sha256"] = digest
         else:
             net = build_network(arch)
-        counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+        counts = np.bincount(targets[train_idx], minlength=n_classes).astype(float)
         weight = (
             torch.tensor(
-                len(targets) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32
+                len(train_idx) / (n_classes * np.maximum(counts, 1)),
+                dtype=torch.float32,
             )
             if config.class_weight == "balanced"
             else None
@@ -343,18 +416,22 @@ def train_cnn(
             net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-        net.train()
-        n = len(targets)
-        for _epoch in range(config.epochs):
-            order = rng.permutation(n)
+        best: tuple[float, int, dict[str, Any], NDArray[np.int64]] | None = None
+        n = len(train_idx)
+        augmenting = config.augment or config.intensity_jitter > 0
+        for epoch in range(config.epochs):
+            net.train()
+            order = train_idx[rng.permutation(n)]
             total = 0.0
             for a in range(0, n, config.batch_size):
                 idx = order[a : a + config.batch_size]
                 if len(idx) < 2:  # batch norm needs two samples
                     continue
                 batch = crops[idx]
-                if config.augment:
-                    batch = _augment(batch, rng)
+                if augmenting:
+                    batch = _augment(
+                        batch, rng, config.intensity_jitter, flips=config.augment
+                    )
                 x = torch.from_numpy(np.ascontiguousarray(batch))
                 y = torch.from_numpy(targets[idx])
                 opt.zero_grad()
@@ -364,6 +441,35 @@ def train_cnn(
                 total += float(loss.detach()) * len(idx)
             sched.step()
             history["loss"].append(total / n)
+            if not len(val_idx):
+                continue
+            net.eval()
+            with torch.no_grad():
+                logits = torch.cat(
+                    [
+                        net(torch.from_numpy(crops[val_idx[a : a + _PREDICT_BATCH]]))
+                        for a in range(0, len(val_idx), _PREDICT_BATCH)
+                    ]
+                )
+                val_loss = float(loss_fn(logits, torch.from_numpy(targets[val_idx])))
+            predicted = logits.argmax(dim=1).numpy()
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(
+                float((predicted == targets[val_idx]).mean())
+            )
+            if best is None or val_loss < best[0]:
+                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best = (val_loss, epoch, state, predicted)
+            elif epoch - best[1] >= config.patience:
+                break
+        if best is not None:
+            net.load_state_dict(best[2])
+            history["best_epoch"] = best[1] + 1
+            history["validation"] = {
+                "true": targets[val_idx].tolist(),
+                "predicted": best[3].tolist(),
+            }
+        history["epochs_run"] = len(history["loss"])
         net.eval()
     return state_arrays(net), arch, history
 

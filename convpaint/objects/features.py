@@ -7,8 +7,10 @@ covers their whole boxes (plus the ring margin). So every measurement sees the w
 object and never depends on the block size; memory follows the block size plus the
 largest object.
 
-Measurements use scikit-image ``regionprops`` for shape; intensities are plain numpy
-on each object's pixels.
+Measurements use scikit-image ``regionprops`` for shape, marching squares/cubes for
+the Feret diameter and the 3D surface; intensities are plain numpy on each object's
+pixels and on its background ring. The optional means of convpaint's pixel features
+are added by :mod:`convpaint.objects.pixel_features`.
 """
 
 from __future__ import annotations
@@ -47,15 +49,23 @@ _MORPHOLOGY_2D = (
     "axis_major_length",
     "axis_minor_length",
     "equivalent_diameter_area",
+    "feret_diameter_max",
+    *(f"hu_moment_{i}" for i in range(7)),
 )
 _MORPHOLOGY_3D = (
     "area",
-    "extent",
+    "surface_area",
+    "eccentricity",
     "solidity",
+    "extent",
     "axis_major_length",
     "axis_minor_length",
     "equivalent_diameter_area",
+    "feret_diameter_max",
+    *(f"inertia_eigval_{i}" for i in range(3)),
 )
+#: Per-channel statistics of ``intensity: true``, inside the object and in the ring.
+_STATISTICS = ("mean", "std", "min", "max", "integrated")
 
 
 @dataclass
@@ -199,16 +209,24 @@ def channel_statistics(data: Any) -> tuple[NDArray[np.float64], NDArray[np.float
 
 
 def feature_names(config: ObjectFeatureConfig, n_channels: int, ndim: int) -> list[str]:
-    """Names of the feature columns, in order."""
+    """Names of the shape and intensity feature columns, in order.
+
+    The means of pixel features (``config.pixel_features``) follow these columns;
+    their names come from :func:`convpaint.objects.pixel_features.pixel_feature_names`.
+    """
     names: list[str] = []
     if config.morphology:
         names += list(_MORPHOLOGY_2D if ndim == 2 else _MORPHOLOGY_3D)
+    quantiles = [f"p{q * 100:g}" for q in config.quantiles]
     for c in range(n_channels):
         if config.intensity:
-            names += [f"{s}_c{c}" for s in ("mean", "std", "min", "max")]
-        names += [f"p{q * 100:g}_c{c}" for q in config.quantiles]
+            names += [f"{s}_c{c}" for s in _STATISTICS]
+        names += [f"{q}_c{c}" for q in quantiles]
         if config.ring:
             names += [f"ring_mean_c{c}", f"contrast_c{c}"]
+            if config.intensity:
+                names += [f"ring_{s}_c{c}" for s in _STATISTICS if s != "mean"]
+            names += [f"ring_{q}_c{c}" for q in quantiles]
     return names
 
 
@@ -229,12 +247,39 @@ def _solidity(props: Any, mask: NDArray[np.bool_]) -> float:
             return 1.0
 
 
+def _outline_points(mask: NDArray[np.bool_]) -> tuple[NDArray[np.float64], Any]:
+    """Points of the object's outline at level 0.5 (marching squares in 2D; marching
+    cubes in 3D, with the mesh's faces), on the mask padded by one pixel."""
+    from skimage.measure import find_contours, marching_cubes
+
+    padded = np.pad(mask, 1).astype(np.float32)
+    if mask.ndim == 2:
+        return np.concatenate(find_contours(padded, 0.5)), None
+    verts, faces, _, _ = marching_cubes(padded, 0.5)
+    return verts.astype(np.float64), faces
+
+
+def _feret_max(points: NDArray[np.float64]) -> float:
+    """Largest distance between two outline points (scikit-image's definition)."""
+    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial.distance import pdist
+
+    if len(points) > points.shape[1] + 1:
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # all points on a line or plane: keep them all
+            pass
+    return float(pdist(points).max()) if len(points) > 1 else 0.0
+
+
 def _morphology(mask: NDArray[np.bool_]) -> list[float]:
     """Shape descriptors of one object mask (its bounding-box crop)."""
-    from skimage.measure import regionprops
+    from skimage.measure import mesh_surface_area, regionprops
 
     props = regionprops(mask.astype(np.uint8))[0]
     area = float(props.area)
+    points, faces = _outline_points(mask)
+    feret = _feret_max(points)
     if mask.ndim == 2:
         perimeter = float(props.perimeter)
         circularity = 4 * math.pi * area / perimeter**2 if perimeter > 0 else 1.0
@@ -248,15 +293,46 @@ def _morphology(mask: NDArray[np.bool_]) -> list[float]:
             _finite(props.axis_major_length, 0.0),
             _finite(props.axis_minor_length, 0.0),
             float(props.equivalent_diameter_area),
+            feret,
+            *[_finite(h, 0.0) for h in props.moments_hu],
         ]
+    eig = [max(float(v), 0.0) for v in props.inertia_tensor_eigvals]
+    major = _finite(props.axis_major_length, 0.0)
+    minor = _finite(props.axis_minor_length, 0.0)
+    # as scikit-image defines it in 2D: sqrt(1 - minor^2 / major^2), i.e. from the
+    # largest and smallest variance along the principal axes
+    eccentricity = math.sqrt(max(1.0 - (minor / major) ** 2, 0.0)) if major else 0.0
     return [
         area,
-        float(props.extent),
+        float(mesh_surface_area(points, faces)),
+        eccentricity,
         _solidity(props, mask),
-        _finite(props.axis_major_length, 0.0),
-        _finite(props.axis_minor_length, 0.0),
+        float(props.extent),
+        major,
+        minor,
         float(props.equivalent_diameter_area),
+        feret,
+        *eig,
     ]
+
+
+def _statistics(
+    values: NDArray[np.float64], config: ObjectFeatureConfig, quantiles: NDArray
+) -> tuple[list[float], list[float]]:
+    """``intensity`` statistics and quantiles of one channel's pixel values."""
+    stats = (
+        [
+            float(values.mean()),
+            float(values.std()),
+            float(values.min()),
+            float(values.max()),
+            float(values.sum()),
+        ]
+        if config.intensity
+        else []
+    )
+    q = [float(v) for v in np.quantile(values, quantiles)] if len(quantiles) else []
+    return stats, q
 
 
 def measure_features(
@@ -318,21 +394,23 @@ def measure_features(
             feats: list[float] = []
             if config.morphology:
                 feats += _morphology(mask)
-            if config.ring:
-                ring = _ring_means(lab, img, oid, lo, hi, margin, values)
+            ring = _ring_values(lab, img, oid, lo, hi, margin) if margin else None
             for c in range(n_channels):
-                v = values[c]
+                inside, q_inside = _statistics(values[c], config, quantiles)
+                feats += inside + q_inside
+                if ring is None:
+                    continue
+                # no background pixel that close (an object enclosed by others): the
+                # ring takes the object's own values, so the contrast is 0, and its
+                # integrated intensity is 0 (no pixels)
+                around = ring[c] if ring.shape[1] else values[c]
+                stats, q_ring = _statistics(around, config, quantiles)
+                ring_mean = float(around.mean())
+                feats += [ring_mean, float(values[c].mean()) - ring_mean]
                 if config.intensity:
-                    feats += [
-                        float(v.mean()),
-                        float(v.std()),
-                        float(v.min()),
-                        float(v.max()),
-                    ]
-                if len(quantiles):
-                    feats += list(np.quantile(v, quantiles))
-                if config.ring:
-                    feats += [ring[c], float(v.mean()) - ring[c]]
+                    stats[-1] = float(ring[c].sum())
+                    feats += stats[1:]
+                feats += q_ring
             out[row] = feats
     if not np.isfinite(out).all():
         bad = geometry.ids[~np.isfinite(out).all(axis=1)]
@@ -344,26 +422,20 @@ def measure_features(
     return out
 
 
-def _ring_means(
+def _ring_values(
     lab: np.ndarray,
     img: np.ndarray,
     oid: int,
     lo: np.ndarray,
     hi: np.ndarray,
     margin: int,
-    values: np.ndarray,
-) -> list[float]:
-    """Mean intensity per channel of background pixels within ``margin`` of the object.
-
-    Falls back to the object's own mean when no background pixel is that close (an
-    object enclosed by others), so its contrast is 0.
-    """
+) -> NDArray[np.float64]:
+    """Values ``(C, n)`` of the background pixels within ``margin`` of the object
+    (Euclidean distance); ``n`` may be 0."""
     lo_m = np.maximum(lo - margin, 0)
     hi_m = np.minimum(hi + margin, lab.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo_m, hi_m, strict=True))
     sub = lab[box]
     near = ndi.distance_transform_edt(sub != oid) <= margin
     ring = near & (sub == 0)
-    if not ring.any():
-        return [float(v) for v in values.mean(axis=1)]
-    return [float(v) for v in img[(slice(None), *box)][:, ring].mean(axis=1)]
+    return img[(slice(None), *box)][:, ring]

@@ -159,6 +159,8 @@ class Volume:
     path: Path
     data: Any
     """Dask array, shape ``(C, *spatial)``, the file's dtype."""
+    source: Any = None
+    """The :class:`~convpaint.io.readers.ImageSource` it came from (pixel features)."""
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
@@ -215,7 +217,7 @@ def open_volume(path: Path | str, axes: str) -> Volume:
     except BaseException:
         src.close()
         raise
-    vol = Volume(path, data)
+    vol = Volume(path, data, src)
     vol._stack.callback(src.close)
     return vol
 

@@ -234,17 +234,28 @@ def _row(s: ObjectScores, classes: Sequence[int]) -> dict[str, Any]:
         "macro_f1": s.macro_f1,
     }
     for c in classes:
-        row[f"f1_{c}"] = s.f1(c) if c in s.classes else float("nan")
+        present = c in s.classes
+        row[f"precision_{c}"] = s.precision(c) if present else float("nan")
+        row[f"recall_{c}"] = s.recall(c) if present else float("nan")
+        row[f"f1_{c}"] = s.f1(c) if present else float("nan")
     return row
 
 
 def write_scores(scores: Sequence[ObjectScores], output_dir: Path) -> list[Path]:
-    """``objects_evaluation.csv`` (one row per image plus the pooled row) and
-    ``objects_evaluation.json`` (everything, including confusion matrices)."""
+    """``objects_evaluation.csv`` (one row per image plus the pooled row, with
+    per-class precision, recall and F1), ``objects_evaluation.json`` (everything,
+    including each image's confusion matrix) and ``objects_evaluation_confusion.csv``
+    (the pooled confusion of matched objects: rows true, columns predicted class)."""
     pooled = pool_scores(scores)
     rows = [_row(s, pooled.classes) for s in [*scores, pooled]]
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     csv_path = write_table(output_dir / "objects_evaluation.csv", columns)
+    k = len(pooled.classes)
+    conf = np.asarray(pooled.confusion, np.int64).reshape(k, k)
+    confusion = {"true_class": list(pooled.classes)}
+    for j, c in enumerate(pooled.classes):
+        confusion[f"predicted_{c}"] = conf[:, j].tolist()
+    conf_path = write_table(output_dir / "objects_evaluation_confusion.csv", confusion)
     json_path = output_dir / "objects_evaluation.json"
     with atomic_output(json_path) as tmp:
         tmp.write_text(
@@ -254,7 +265,7 @@ def write_scores(scores: Sequence[ObjectScores], output_dir: Path) -> list[Path]
                 default=float,
             )
         )
-    return [csv_path, json_path]
+    return [csv_path, json_path, conf_path]
 
 
 def format_scores(scores: Sequence[ObjectScores]) -> str:
