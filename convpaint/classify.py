@@ -36,13 +36,18 @@ _FEW_PIXELS = 20
 
 
 def make_forest(
-    config: RandomForestConfig, *, seed: int, n_jobs: int
+    config: RandomForestConfig,
+    *,
+    seed: int,
+    n_jobs: int,
+    n_estimators: int | None = None,
 ) -> RandomForestClassifier:
-    """An unfitted forest built from the config."""
+    """An unfitted forest built from the config (``n_estimators``: another tree
+    count, e.g. for cross-validation folds)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
-        n_estimators=config.n_estimators,
+        n_estimators=config.n_estimators if n_estimators is None else n_estimators,
         max_depth=config.max_depth,
         min_samples_leaf=config.min_samples_leaf,
         max_features=config.max_features,

@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+# a callable scheduler: a named one ("threads") makes dask import dask.distributed
+from dask.threaded import get as threaded_get
+
 from convpaint import progress
 from convpaint.classify import predict_tile_labels
 from convpaint.config import ClusterConfig, FeatureConfig, TilingConfig
@@ -395,7 +398,7 @@ def _scheduler(
 
         pool = ThreadPoolExecutor(workers, thread_name_prefix="convpaint-tile")
         try:
-            yield {"scheduler": "threads", "pool": pool}
+            yield {"scheduler": threaded_get, "pool": pool}
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return
@@ -531,6 +534,7 @@ def predict_image(
             unit=source.unit,
             attrs={"convpaint_model": str(model.path), "source": str(path)},
             levels=levels,
+            stream=local,
         )
         try:
             counts = _run_graph(

@@ -237,6 +237,10 @@ class CrossValidation:
         Folds asked for.
     strokes_per_class : dict of int to int
         Number of strokes (groups) of every class.
+    trees_per_fold : int or None
+        Trees of each fold's forest, when the caller said (training fits
+        ``ceil(n_estimators / n_folds)``, so the folds cost about one fit of the
+        final forest; the estimate is then slightly conservative).
     """
 
     n_folds: int
@@ -249,6 +253,7 @@ class CrossValidation:
     skipped_reason: str | None
     n_folds_requested: int = 0
     strokes_per_class: dict[int, int] = field(default_factory=dict)
+    trees_per_fold: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable view (NaN becomes None, keys become strings).
@@ -267,6 +272,7 @@ class CrossValidation:
                 "method": _CV_METHOD,
                 "n_folds": self.n_folds,
                 "n_folds_requested": self.n_folds_requested,
+                "trees_per_fold": self.trees_per_fold,
                 "classes": self.classes,
                 "strokes_per_class": self.strokes_per_class,
                 "accuracy": self.accuracy,
@@ -306,6 +312,7 @@ def cross_validate(
     *,
     n_folds: int = 5,
     seed: int = 0,
+    trees: int | None = None,
 ) -> CrossValidation:
     """Cross-validate a classifier, holding out whole strokes (:func:`stroke_folds`).
 
@@ -324,6 +331,8 @@ def cross_validate(
         Requested number of folds (reduced when a class has fewer strokes).
     seed : int, default 0
         Seed of the fold assignment.
+    trees : int, optional
+        Trees of the forests ``make_classifier`` returns, recorded in the result.
 
     Returns
     -------
@@ -404,6 +413,7 @@ def cross_validate(
         skipped_reason=None,
         n_folds_requested=n_folds,
         strokes_per_class=strokes,
+        trees_per_fold=trees,
     )
 
 
@@ -545,6 +555,7 @@ def build_report(
     cv: CrossValidation,
     importances: dict,
     extra: dict | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Assemble the training report as a JSON-serialisable dict.
 
@@ -561,6 +572,9 @@ def build_report(
     extra : dict, optional
         Anything else the caller wants recorded (config, versions, paths); stored
         under ``"extra"``.
+    timings : dict of str to float, optional
+        Wall seconds of the training steps (``features_s``, ``fit_s``,
+        ``cross_validation_s``, ...), stored under ``"timings"``.
 
     Returns
     -------
@@ -572,6 +586,7 @@ def build_report(
     report = {
         "report_version": REPORT_VERSION,
         "training_seconds": training_seconds,
+        "timings": dict(timings or {}),
         "n_samples": sum(counts.values()),
         "samples_per_class": counts,
         "cross_validation": cv.as_dict(),
