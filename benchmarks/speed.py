@@ -55,7 +55,9 @@ ROOT = HERE.parent
 SHARED = ROOT.parent / "shared"
 DEFAULT_BENCH = SHARED / "benchdata"
 DEFAULT_SEGMENT = SHARED / "reference" / "segment.py"
-DEFAULT_REF_PYTHON = Path.home() / ".cache" / "convpaint-reference" / "venv" / "bin" / "python"
+DEFAULT_REF_PYTHON = (
+    Path.home() / ".cache" / "convpaint-reference" / "venv" / "bin" / "python"
+)
 
 #: name -> (image, ground truth, crop rows, crop columns)
 CROPS: dict[str, tuple[str, str, slice, slice]] = {
@@ -77,7 +79,12 @@ PRESETS: dict[str, list[dict[str, Any]] | None] = {
     "default": None,
     "vgg16": [{"name": "vgg16"}],
 }
-_OOM_MARKERS = ("MemoryError", "out of memory", "can't allocate memory", "Cannot allocate")
+_OOM_MARKERS = (
+    "MemoryError",
+    "out of memory",
+    "can't allocate memory",
+    "Cannot allocate",
+)
 
 
 # --------------------------------------------------------------------------- data
@@ -141,7 +148,10 @@ def _env() -> dict[str, str]:
 
 
 def run_process(
-    argv: list[str], *, memory_limit: int | None = None, env: dict[str, str] | None = None
+    argv: list[str],
+    *,
+    memory_limit: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run a command; its wall time, peak RSS (MiB), exit code and output."""
 
@@ -174,7 +184,9 @@ def _fail(what: str, res: dict[str, Any]) -> None:
     raise SystemExit(f"{what} failed (exit code {res['rc']})")
 
 
-def convpaint_train(entry: dict[str, Any], preset: str, work: Path, *, report: bool) -> dict:
+def convpaint_train(
+    entry: dict[str, Any], preset: str, work: Path, *, report: bool
+) -> dict:
     """Train convpaint on a crop in a fresh process; returns timings and the model."""
     import yaml
 
@@ -195,7 +207,16 @@ def convpaint_train(entry: dict[str, Any], preset: str, work: Path, *, report: b
     path = work / f"{model.stem}.yaml"
     path.write_text(yaml.safe_dump(config))
     res = run_process(
-        [sys.executable, "-m", "convpaint", "train", str(path), "--overwrite", "--json", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "convpaint",
+            "train",
+            str(path),
+            "--overwrite",
+            "--json",
+            "-q",
+        ],
         env=_env(),
     )
     if res["rc"] != 0:
@@ -212,8 +233,18 @@ def convpaint_predict(model: Path, image: Path, out_dir: Path) -> dict[str, Any]
     """Time a whole ``convpaint predict`` process; returns timings and the output."""
     res = run_process(
         [
-            sys.executable, "-m", "convpaint", "predict", "-m", str(model), "-o",
-            str(out_dir), str(image), "--overwrite", "--json", "-q",
+            sys.executable,
+            "-m",
+            "convpaint",
+            "predict",
+            "-m",
+            str(model),
+            "-o",
+            str(out_dir),
+            str(image),
+            "--overwrite",
+            "--json",
+            "-q",
         ],
         env=_env(),
     )
@@ -240,12 +271,17 @@ def reference_run(
 ) -> dict[str, Any]:
     """Train the reference on the crop and segment ``image``; its own timings."""
     argv = [
-        str(args.reference_python), str(args.segment),
-        "--train-image", str(entry["crop"]),
-        "--train-labels", str(entry["scribbles"]),
-        "--image", str(image),
-        "--output", str(output),
-    ]  # fmt: skip
+        str(args.reference_python),
+        str(args.segment),
+        "--train-image",
+        str(entry["crop"]),
+        "--train-labels",
+        str(entry["scribbles"]),
+        "--image",
+        str(image),
+        "--output",
+        str(output),
+    ]
     if tile:
         argv.append("--tile")
     res = run_process(argv, memory_limit=memory_limit)
@@ -282,54 +318,92 @@ def main_runs(args: argparse.Namespace, data: dict, work: Path) -> dict[str, Any
     for run in range(args.runs):
         for name, entry in data.items():
             models = {}
-            tools = ["convpaint", "reference"] if run % 2 == 0 else ["reference", "convpaint"]
+            tools = (
+                ["convpaint", "reference"]
+                if run % 2 == 0
+                else ["reference", "convpaint"]
+            )
             for size in args.sizes:
                 for tool in tools:
                     if tool == "reference":
                         tile = size > 2048
                         ref = reference_run(
-                            args, entry, entry["images"][size],
-                            out / f"ref_{name}_{size}.tif", tile=tile,
-                        )  # fmt: skip
+                            args,
+                            entry,
+                            entry["images"][size],
+                            out / f"ref_{name}_{size}.tif",
+                            tile=tile,
+                        )
                         if ref["oom"]:
                             raise SystemExit(f"reference ran out of memory at {size}")
                         ref["miou"] = miou(ref["output"], entry["truth"][size])
-                        row = {"dataset": name, "size": size, "tool": "reference",
-                               "tiled": tile, "run": run, **ref}  # fmt: skip
+                        row = {
+                            "dataset": name,
+                            "size": size,
+                            "tool": "reference",
+                            "tiled": tile,
+                            "run": run,
+                            **ref,
+                        }
                         results["predict"].append(row)
                         results["train"].append(
-                            {"dataset": name, "tool": "reference", "run": run,
-                             "train_s": ref["train_s"]}  # fmt: skip
+                            {
+                                "dataset": name,
+                                "tool": "reference",
+                                "run": run,
+                                "train_s": ref["train_s"],
+                            }
                         )
-                        print(f"run {run} {name} {size} reference: {ref['seconds']:.1f} s "
-                              f"(mIoU {ref['miou']:.3f}); load {_load():.1f}", flush=True)
+                        print(
+                            f"run {run} {name} {size} reference: {ref['seconds']:.1f} s "
+                            f"(mIoU {ref['miou']:.3f}); load {_load():.1f}",
+                            flush=True,
+                        )
                         continue
                     for preset in PRESETS:
                         if preset not in models:
-                            models[preset] = convpaint_train(entry, preset, work, report=False)
+                            models[preset] = convpaint_train(
+                                entry, preset, work, report=False
+                            )
                             results["train"].append(
-                                {"dataset": name, "tool": f"convpaint {preset}",
-                                 "run": run, "train_s": models[preset]["train_s"],
-                                 "process_s": models[preset]["process_s"]}  # fmt: skip
+                                {
+                                    "dataset": name,
+                                    "tool": f"convpaint {preset}",
+                                    "run": run,
+                                    "train_s": models[preset]["train_s"],
+                                    "process_s": models[preset]["process_s"],
+                                }
                             )
                         res = convpaint_predict(
                             models[preset]["model"], entry["images"][size], out / preset
                         )
                         res["miou"] = miou(res["output"], entry["truth"][size])
                         results["predict"].append(
-                            {"dataset": name, "size": size, "tool": f"convpaint {preset}",
-                             "run": run, **res}  # fmt: skip
+                            {
+                                "dataset": name,
+                                "size": size,
+                                "tool": f"convpaint {preset}",
+                                "run": run,
+                                **res,
+                            }
                         )
-                        print(f"run {run} {name} {size} convpaint {preset}: "
-                              f"{res['seconds']:.1f} s, {res['peak_rss_mib']:.0f} MiB "
-                              f"(mIoU {res['miou']:.3f}); load {_load():.1f}", flush=True)
+                        print(
+                            f"run {run} {name} {size} convpaint {preset}: "
+                            f"{res['seconds']:.1f} s, {res['peak_rss_mib']:.0f} MiB "
+                            f"(mIoU {res['miou']:.3f}); load {_load():.1f}",
+                            flush=True,
+                        )
     return results
 
 
-def sweep_runs(args: argparse.Namespace, data: dict, work: Path) -> list[dict[str, Any]]:
+def sweep_runs(
+    args: argparse.Namespace, data: dict, work: Path
+) -> list[dict[str, Any]]:
     """Throughput and peak RSS against size, one dataset, both tools."""
     entry = data["nih3t3"]
-    image = _read(args.benchdata / CROPS["nih3t3"][0])[CROPS["nih3t3"][2], CROPS["nih3t3"][3]]
+    image = _read(args.benchdata / CROPS["nih3t3"][0])[
+        CROPS["nih3t3"][2], CROPS["nih3t3"][3]
+    ]
     model = convpaint_train(entry, "default", work, report=False)["model"]
     rows: list[dict[str, Any]] = []
     untiled_oom = False
@@ -340,26 +414,43 @@ def sweep_runs(args: argparse.Namespace, data: dict, work: Path) -> list[dict[st
             tifffile.imwrite(path, mirror_tile(image, size))
         res = convpaint_predict(model, path, work / "sweep_out")
         rows.append({"size": size, "tool": "convpaint", **res})
-        print(f"sweep {size} convpaint: {res['seconds']:.1f} s, "
-              f"{res['peak_rss_mib']:.0f} MiB; load {_load():.1f}", flush=True)
+        print(
+            f"sweep {size} convpaint: {res['seconds']:.1f} s, "
+            f"{res['peak_rss_mib']:.0f} MiB; load {_load():.1f}",
+            flush=True,
+        )
         if size not in args.sweep_sizes or args.skip_reference:
             res["output"].unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             continue
         for tile in (False, True):
             if not tile and untiled_oom:
-                rows.append({"size": size, "tool": "reference", "tiled": False,
-                             "oom": True, "skipped": True})  # fmt: skip
+                rows.append(
+                    {
+                        "size": size,
+                        "tool": "reference",
+                        "tiled": False,
+                        "oom": True,
+                        "skipped": True,
+                    }
+                )
                 continue
             ref = reference_run(
-                args, entry, path, work / "sweep_out" / f"ref_{size}.tif", tile=tile,
+                args,
+                entry,
+                path,
+                work / "sweep_out" / f"ref_{size}.tif",
+                tile=tile,
                 memory_limit=None if tile else limit,
-            )  # fmt: skip
+            )
             untiled_oom = untiled_oom or (ref["oom"] and not tile)
             rows.append({"size": size, "tool": "reference", "tiled": tile, **ref})
             what = "out of memory" if ref["oom"] else f"{ref['seconds']:.1f} s"
-            print(f"sweep {size} reference{' --tile' if tile else ''}: {what}; "
-                  f"load {_load():.1f}", flush=True)
+            print(
+                f"sweep {size} reference{' --tile' if tile else ''}: {what}; "
+                f"load {_load():.1f}",
+                flush=True,
+            )
         res["output"].unlink(missing_ok=True)
         path.unlink(missing_ok=True)
     return rows
@@ -405,10 +496,14 @@ def render(results: dict[str, Any]) -> str:
         ref = [r for r in rows if r["tool"] == "reference"]
         ref_s = _median([r["seconds"] for r in ref])
         mpx = size * size / 1e6
-        for tool in sorted({r["tool"] for r in rows}, key=lambda t: (t == "reference", t)):
+        for tool in sorted(
+            {r["tool"] for r in rows}, key=lambda t: (t == "reference", t)
+        ):
             sel = [r for r in rows if r["tool"] == tool]
             sec = _median([r["seconds"] for r in sel])
-            label = tool + (" (--tile)" if tool == "reference" and sel[0].get("tiled") else "")
+            label = tool + (
+                " (--tile)" if tool == "reference" and sel[0].get("tiled") else ""
+            )
             ratio = "" if tool == "reference" else f"**{ref_s / sec:.1f}×**"
             lines.append(
                 f"| {dataset} {size}² | {label} | {sec:.1f} | {mpx / sec:.2f} | "
@@ -471,15 +566,27 @@ def render(results: dict[str, Any]) -> str:
         for size in sorted({r["size"] for r in results["sweep"]}):
             mpx = size * size / 1e6
             cells = []
-            for tool, tiled in (("convpaint", None), ("reference", False), ("reference", True)):
-                sel = [r for r in results["sweep"] if r["size"] == size and r["tool"] == tool
-                       and (tiled is None or r.get("tiled") == tiled)]  # fmt: skip
+            for tool, tiled in (
+                ("convpaint", None),
+                ("reference", False),
+                ("reference", True),
+            ):
+                sel = [
+                    r
+                    for r in results["sweep"]
+                    if r["size"] == size
+                    and r["tool"] == tool
+                    and (tiled is None or r.get("tiled") == tiled)
+                ]
                 if not sel:
                     cells += ["–", "–"]
                 elif sel[0].get("oom"):
                     cells += ["out of memory", "–"]
                 else:
-                    cells += [f"{mpx / sel[0]['seconds']:.2f}", _fmt_mib(sel[0]["peak_rss_mib"])]
+                    cells += [
+                        f"{mpx / sel[0]['seconds']:.2f}",
+                        _fmt_mib(sel[0]["peak_rss_mib"]),
+                    ]
             lines.append(f"| {size}² | {mpx:.1f} | " + " | ".join(cells) + " |")
         lines += ["", "![throughput and memory against image size](speed.png)"]
     return "\n".join(lines) + "\n"
@@ -500,23 +607,54 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ]
     for label, tool, tiled, colour, style in series:
         sel = sorted(
-            (r for r in results["sweep"] if r["tool"] == tool
-             and (tiled is None or r.get("tiled") == tiled) and not r.get("oom")),
+            (
+                r
+                for r in results["sweep"]
+                if r["tool"] == tool
+                and (tiled is None or r.get("tiled") == tiled)
+                and not r.get("oom")
+            ),
             key=lambda r: r["size"],
-        )  # fmt: skip
+        )
         if not sel:
             continue
         mpx = np.array([r["size"] ** 2 / 1e6 for r in sel])
-        ax1.plot(mpx, mpx / np.array([r["seconds"] for r in sel]), style, color=colour,
-                 label=label)  # fmt: skip
-        ax2.plot(mpx, [r["peak_rss_mib"] / 1024 for r in sel], style, color=colour, label=label)
-        ooms = [r for r in results["sweep"] if r["tool"] == tool and r.get("oom")
-                and r.get("tiled") == tiled and not r.get("skipped")]  # fmt: skip
+        ax1.plot(
+            mpx,
+            mpx / np.array([r["seconds"] for r in sel]),
+            style,
+            color=colour,
+            label=label,
+        )
+        ax2.plot(
+            mpx,
+            [r["peak_rss_mib"] / 1024 for r in sel],
+            style,
+            color=colour,
+            label=label,
+        )
+        ooms = [
+            r
+            for r in results["sweep"]
+            if r["tool"] == tool
+            and r.get("oom")
+            and r.get("tiled") == tiled
+            and not r.get("skipped")
+        ]
         for r in ooms:
-            ax2.annotate("out of memory", (r["size"] ** 2 / 1e6, results["meta"]["ref_memory_gb"]),
-                         color=colour, ha="center", fontsize=8)  # fmt: skip
-            ax2.plot([r["size"] ** 2 / 1e6], [results["meta"]["ref_memory_gb"]], "x",
-                     color=colour)  # fmt: skip
+            ax2.annotate(
+                "out of memory",
+                (r["size"] ** 2 / 1e6, results["meta"]["ref_memory_gb"]),
+                color=colour,
+                ha="center",
+                fontsize=8,
+            )
+            ax2.plot(
+                [r["size"] ** 2 / 1e6],
+                [results["meta"]["ref_memory_gb"]],
+                "x",
+                color=colour,
+            )
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("image size (Mpx)")
@@ -527,7 +665,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax2.set_ylabel("peak resident memory (GiB)")
     ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax1.legend(fontsize=8)
-    fig.suptitle("convpaint vs reference Convpaint: default models, NIH3T3 crop mirror-tiled")
+    fig.suptitle(
+        "convpaint vs reference Convpaint: default models, NIH3T3 crop mirror-tiled"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -546,17 +686,28 @@ def main() -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchdata", type=Path, default=DEFAULT_BENCH)
-    parser.add_argument("--reference-python", type=Path,
-                        default=Path(os.environ.get("REFERENCE_PYTHON", DEFAULT_REF_PYTHON)))
+    parser.add_argument(
+        "--reference-python",
+        type=Path,
+        default=Path(os.environ.get("REFERENCE_PYTHON", DEFAULT_REF_PYTHON)),
+    )
     parser.add_argument("--segment", type=Path, default=DEFAULT_SEGMENT)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--sizes", type=_sizes, default=[2048, 4096])
     parser.add_argument("--sweep", action="store_true", help="also the size sweep")
     parser.add_argument("--sweep-sizes", type=_sizes, default=[1024, 2048, 4096, 8192])
-    parser.add_argument("--memory-sizes", type=_sizes, default=[16384],
-                        help="sweep sizes for convpaint only (memory)")
-    parser.add_argument("--ref-memory-gb", type=float, default=14.0,
-                        help="address-space limit of the untiled reference in the sweep")
+    parser.add_argument(
+        "--memory-sizes",
+        type=_sizes,
+        default=[16384],
+        help="sweep sizes for convpaint only (memory)",
+    )
+    parser.add_argument(
+        "--ref-memory-gb",
+        type=float,
+        default=14.0,
+        help="address-space limit of the untiled reference in the sweep",
+    )
     parser.add_argument("--skip-reference", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "speed.md")
@@ -572,7 +723,9 @@ def main() -> None:
                 f"{SHARED / 'reference' / 'setup.sh'} or pass --reference-python"
             )
         own = args.workdir is None
-        work = Path(tempfile.mkdtemp(prefix="convpaint-speed-")) if own else args.workdir
+        work = (
+            Path(tempfile.mkdtemp(prefix="convpaint-speed-")) if own else args.workdir
+        )
         work.mkdir(parents=True, exist_ok=True)
         load_start = _load()
         data = prepare(args.benchdata, work, args.sizes)
@@ -589,7 +742,8 @@ def main() -> None:
             "ref_memory_gb": args.ref_memory_gb,
             "crops": {
                 k: f"{v['crop_shape'][0]}×{v['crop_shape'][1]}, "
-                f"{100 * v['scribbled']:.2f} % scribbled" for k, v in data.items()
+                f"{100 * v['scribbled']:.2f} % scribbled"
+                for k, v in data.items()
             },
             "crop_shapes": {k: v["crop_shape"] for k, v in data.items()},
         }
