@@ -414,6 +414,11 @@ class TiffStream:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        logger.debug(
+            "%s: written as its rows arrived, at most %s bytes held back",
+            self.path,
+            f"{self.buffered_peak:,}",
+        )
 
     def abort(self) -> None:
         """Stop writing (the caller removes the file)."""
