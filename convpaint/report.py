@@ -237,10 +237,12 @@ class CrossValidation:
         Folds asked for.
     strokes_per_class : dict of int to int
         Number of strokes (groups) of every class.
-    trees_per_fold : int or None
-        Trees of each fold's forest, when the caller said (training fits
-        ``ceil(n_estimators / n_folds)``, so the folds cost about one fit of the
-        final forest; the estimate is then slightly conservative).
+    fold_sample_fraction : float or None
+        Share of each fold's training pixels its classifier was fitted on, when
+        the caller subsampled them (training fits each fold's forest, with the
+        final forest's settings, on an eighth of the fold's pixels of every
+        class, so that the folds together cost about half the fit of the final
+        forest; every training stroke is still represented).
     """
 
     n_folds: int
@@ -253,7 +255,7 @@ class CrossValidation:
     skipped_reason: str | None
     n_folds_requested: int = 0
     strokes_per_class: dict[int, int] = field(default_factory=dict)
-    trees_per_fold: int | None = None
+    fold_sample_fraction: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable view (NaN becomes None, keys become strings).
@@ -272,7 +274,7 @@ class CrossValidation:
                 "method": _CV_METHOD,
                 "n_folds": self.n_folds,
                 "n_folds_requested": self.n_folds_requested,
-                "trees_per_fold": self.trees_per_fold,
+                "fold_sample_fraction": self.fold_sample_fraction,
                 "classes": self.classes,
                 "strokes_per_class": self.strokes_per_class,
                 "accuracy": self.accuracy,
@@ -312,7 +314,8 @@ def cross_validate(
     *,
     n_folds: int = 5,
     seed: int = 0,
-    trees: int | None = None,
+    sample_fraction: float | None = None,
+    n_jobs: int = 1,
 ) -> CrossValidation:
     """Cross-validate a classifier, holding out whole strokes (:func:`stroke_folds`).
 
@@ -331,8 +334,12 @@ def cross_validate(
         Requested number of folds (reduced when a class has fewer strokes).
     seed : int, default 0
         Seed of the fold assignment.
-    trees : int, optional
-        Trees of the forests ``make_classifier`` returns, recorded in the result.
+    sample_fraction : float, optional
+        Share of the training pixels the classifiers of ``make_classifier`` are
+        fitted on, recorded in the result.
+    n_jobs : int, default 1
+        Folds fitted at the same time, on threads (the classifiers should then use
+        one thread each); the result does not depend on it.
 
     Returns
     -------
@@ -383,12 +390,23 @@ def cross_validate(
 
     folds = stroke_folds(y, groups, n_folds=n_folds, seed=seed)
     k = len(classes)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    fold_accuracy: list[float] = []
-    for train_idx, test_idx in folds:
+
+    def run(fold: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        train_idx, test_idx = fold
         clf = make_classifier()
         clf.fit(X[train_idx], y[train_idx])
-        pred = np.asarray(clf.predict(X[test_idx])).ravel()
+        return test_idx, np.asarray(clf.predict(X[test_idx])).ravel()
+
+    if n_jobs > 1 and len(folds) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_jobs, len(folds))) as pool:
+            predictions = list(pool.map(run, folds))
+    else:
+        predictions = [run(fold) for fold in folds]
+    confusion = np.zeros((k, k), dtype=np.int64)
+    fold_accuracy: list[float] = []
+    for test_idx, pred in predictions:
         true_i = np.searchsorted(classes_arr, y[test_idx])
         pred_i = np.clip(np.searchsorted(classes_arr, pred), 0, k - 1)
         if not np.array_equal(classes_arr[pred_i], pred):
@@ -413,7 +431,7 @@ def cross_validate(
         skipped_reason=None,
         n_folds_requested=n_folds,
         strokes_per_class=strokes,
-        trees_per_fold=trees,
+        fold_sample_fraction=sample_fraction,
     )
 
 

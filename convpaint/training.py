@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import threading
 import time
@@ -19,10 +18,10 @@ from dask.threaded import get as threaded_get
 
 from convpaint import progress
 from convpaint.classify import (
+    FoldForest,
     cap_per_class,
     check_training_labels,
     fit_forest,
-    make_forest,
 )
 from convpaint.config import (
     Config,
@@ -52,10 +51,16 @@ logger = logging.getLogger(__name__)
 #: scribbles: 16 crops of 256 px cost 0.19 s of CPU, 4 of 512 px 0.24 s, one of
 #: 1024 px 0.26 s).
 _TRAIN_TILE = 256
-#: Folds of the training report's cross-validation; each fold's forest has
-#: ``ceil(n_estimators / _CV_FOLDS)`` trees, so that all folds together cost about
-#: one fit of the final forest.
+#: Folds of the training report's cross-validation.
 _CV_FOLDS = 5
+#: Each fold's forest (the final forest's settings) is fitted on this share of the
+#: fold's training pixels of every class, so that the five folds together cost
+#: about half the fit of the final forest. Pixels of one stroke are
+#: near-duplicates: a sample of them still carries every training stroke. Measured
+#: on eight images of five datasets, the mIoU estimates stay within 0.03 of folds
+#: fitted on all their pixels (mean deviation 0.007 at 1/5, 0.010 at 1/10), closer
+#: than folds of the full forest's size on all pixels but with 1/5 of the trees.
+_CV_SAMPLE = 0.125
 #: Planes per training window for features with context along Z (views, 3d).
 _TRAIN_DEPTH = 32
 
@@ -436,20 +441,21 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
             if train_cfg.report:
                 from convpaint.report import cross_validate
 
-                per_fold = math.ceil(config.classifier.n_estimators / _CV_FOLDS)
                 cv = cross_validate(
                     X,
                     y,
                     groups,
-                    lambda: make_forest(
+                    lambda: FoldForest(
                         config.classifier,
                         seed=seed,
-                        n_jobs=n_jobs,
-                        n_estimators=per_fold,
+                        n_jobs=1,
+                        fraction=_CV_SAMPLE,
                     ),
                     n_folds=_CV_FOLDS,
                     seed=seed,
-                    trees=per_fold,
+                    sample_fraction=_CV_SAMPLE,
+                    # small fits: folds side by side beat threads inside each fit
+                    n_jobs=n_jobs,
                 )
                 timings["cross_validation_s"] = time.perf_counter() - t3
     finally:

@@ -354,4 +354,4 @@ def test_training_is_independent_of_threads_and_the_report_times_its_steps(
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     saved = json.loads((tmp_path / "m2_report.json").read_text())
     assert saved["timings"]["cross_validation_s"] > 0
-    assert saved["cross_validation"]["trees_per_fold"] == math.ceil(12 / 5)
+    assert saved["cross_validation"]["fold_sample_fraction"] == 0.125
