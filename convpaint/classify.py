@@ -7,6 +7,7 @@ evaluator, :class:`convpaint.forest.Forest`, and needs no scikit-learn.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
 
 __all__ = [
+    "FoldForest",
     "cap_per_class",
     "fit_forest",
     "make_forest",
@@ -36,13 +38,18 @@ _FEW_PIXELS = 20
 
 
 def make_forest(
-    config: RandomForestConfig, *, seed: int, n_jobs: int
+    config: RandomForestConfig,
+    *,
+    seed: int,
+    n_jobs: int,
+    n_estimators: int | None = None,
 ) -> RandomForestClassifier:
-    """An unfitted forest built from the config."""
+    """An unfitted forest built from the config (``n_estimators``: another tree
+    count, e.g. for cross-validation folds)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
-        n_estimators=config.n_estimators,
+        n_estimators=config.n_estimators if n_estimators is None else n_estimators,
         max_depth=config.max_depth,
         min_samples_leaf=config.min_samples_leaf,
         max_features=config.max_features,
@@ -102,6 +109,58 @@ def fit_forest(
     forest = make_forest(config, seed=seed, n_jobs=n_jobs)
     forest.fit(features, labels)
     return forest
+
+
+class FoldForest:
+    """A forest of the config fitted on a seeded sample of its training pixels.
+
+    For cross-validation folds: ``fit`` keeps ``fraction`` of the pixels of every
+    class (at least :data:`_FOLD_MIN_PIXELS` of a class, or all it has), in their
+    order; ``predict`` uses convpaint's evaluator.
+
+    Parameters
+    ----------
+    config : RandomForestConfig
+        The final forest's settings.
+    seed, n_jobs : int
+        As for :func:`make_forest` (the seed also draws the sample).
+    fraction : float
+        Share of each class's pixels fitted on, in ``(0, 1]``.
+    """
+
+    def __init__(
+        self, config: RandomForestConfig, *, seed: int, n_jobs: int, fraction: float
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.fraction = fraction
+        self.forest: Forest | None = None
+
+    def fit(self, features: NDArray[np.float32], labels: NDArray) -> FoldForest:
+        """Fit on the sample; returns self."""
+        rng = np.random.default_rng(self.seed)
+        keep = []
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            n = min(len(idx), max(_FOLD_MIN_PIXELS, math.ceil(self.fraction * len(idx))))
+            keep.append(np.sort(rng.choice(idx, n, replace=False)))
+        rows = np.sort(np.concatenate(keep))
+        fitted = fit_forest(
+            features[rows], labels[rows], self.config, seed=self.seed, n_jobs=self.n_jobs
+        )
+        self.forest = Forest.from_sklearn(fitted)
+        return self
+
+    def predict(self, features: NDArray[np.float32]) -> NDArray:
+        """Class values of ``(n, F)`` features."""
+        assert self.forest is not None, "fit first"
+        index, _ = self.forest.predict(features, n_jobs=self.n_jobs)
+        return self.forest.classes[index]
+
+
+#: Fewest pixels of a class a cross-validation fold's forest is fitted on.
+_FOLD_MIN_PIXELS = 50
 
 
 def predict_tile(

@@ -84,19 +84,22 @@ def _exact(source: Any, data: Any, axis: tuple[int, ...]) -> tuple[Any, Any, int
     one plane's 1024 x 1024 window.
     """
     import dask.array as da
+    from dask.threaded import get as threaded_get
 
     c_axis = 0 if data.ndim == 3 else 1
     chunks = tuple(
         _STATS_CHUNK if i >= data.ndim - 2 else (n if i == c_axis else 1)
         for i, n in enumerate(data.shape)
     )
-    data = data.rechunk(chunks).astype(np.float64)
+    # method="tasks": dask's default first looks for a dask.distributed client,
+    # importing distributed (a quarter of a second) to find none
+    data = data.rechunk(chunks, method="tasks").astype(np.float64)
     try:
         s1, s2, finite = da.compute(
             data.sum(axis=axis),
             (data * data).sum(axis=axis),
             da.isfinite(data).all(),
-            scheduler="threads",
+            scheduler=threaded_get,
         )
     except DataError:
         raise
@@ -123,13 +126,15 @@ def _sampled(
     """Sums over the given ``(t, z, block)`` units, read in parallel, added in order."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from dask.local import get_sync
+
     data = source.data
 
     def one(unit: tuple[int, int, tuple[int, int, int, int]]) -> tuple[Any, Any]:
         t, z, (y0, y1, x0, x1) = unit
         try:
             block = np.asarray(
-                data[t, :, z, y0:y1, x0:x1].compute(scheduler="synchronous"),
+                data[t, :, z, y0:y1, x0:x1].compute(scheduler=get_sync),
                 dtype=np.float64,
             )
         except DataError:

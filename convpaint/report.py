@@ -237,6 +237,12 @@ class CrossValidation:
         Folds asked for.
     strokes_per_class : dict of int to int
         Number of strokes (groups) of every class.
+    fold_sample_fraction : float or None
+        Share of each fold's training pixels its classifier was fitted on, when
+        the caller subsampled them (training fits each fold's forest, with the
+        final forest's settings, on an eighth of the fold's pixels of every
+        class, so that the folds together cost about half the fit of the final
+        forest; every training stroke is still represented).
     """
 
     n_folds: int
@@ -249,6 +255,7 @@ class CrossValidation:
     skipped_reason: str | None
     n_folds_requested: int = 0
     strokes_per_class: dict[int, int] = field(default_factory=dict)
+    fold_sample_fraction: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable view (NaN becomes None, keys become strings).
@@ -267,6 +274,7 @@ class CrossValidation:
                 "method": _CV_METHOD,
                 "n_folds": self.n_folds,
                 "n_folds_requested": self.n_folds_requested,
+                "fold_sample_fraction": self.fold_sample_fraction,
                 "classes": self.classes,
                 "strokes_per_class": self.strokes_per_class,
                 "accuracy": self.accuracy,
@@ -306,6 +314,8 @@ def cross_validate(
     *,
     n_folds: int = 5,
     seed: int = 0,
+    sample_fraction: float | None = None,
+    n_jobs: int = 1,
 ) -> CrossValidation:
     """Cross-validate a classifier, holding out whole strokes (:func:`stroke_folds`).
 
@@ -324,6 +334,12 @@ def cross_validate(
         Requested number of folds (reduced when a class has fewer strokes).
     seed : int, default 0
         Seed of the fold assignment.
+    sample_fraction : float, optional
+        Share of the training pixels the classifiers of ``make_classifier`` are
+        fitted on, recorded in the result.
+    n_jobs : int, default 1
+        Folds fitted at the same time, on threads (the classifiers should then use
+        one thread each); the result does not depend on it.
 
     Returns
     -------
@@ -374,12 +390,23 @@ def cross_validate(
 
     folds = stroke_folds(y, groups, n_folds=n_folds, seed=seed)
     k = len(classes)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    fold_accuracy: list[float] = []
-    for train_idx, test_idx in folds:
+
+    def run(fold: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        train_idx, test_idx = fold
         clf = make_classifier()
         clf.fit(X[train_idx], y[train_idx])
-        pred = np.asarray(clf.predict(X[test_idx])).ravel()
+        return test_idx, np.asarray(clf.predict(X[test_idx])).ravel()
+
+    if n_jobs > 1 and len(folds) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(n_jobs, len(folds))) as pool:
+            predictions = list(pool.map(run, folds))
+    else:
+        predictions = [run(fold) for fold in folds]
+    confusion = np.zeros((k, k), dtype=np.int64)
+    fold_accuracy: list[float] = []
+    for test_idx, pred in predictions:
         true_i = np.searchsorted(classes_arr, y[test_idx])
         pred_i = np.clip(np.searchsorted(classes_arr, pred), 0, k - 1)
         if not np.array_equal(classes_arr[pred_i], pred):
@@ -404,6 +431,7 @@ def cross_validate(
         skipped_reason=None,
         n_folds_requested=n_folds,
         strokes_per_class=strokes,
+        fold_sample_fraction=sample_fraction,
     )
 
 
@@ -545,6 +573,7 @@ def build_report(
     cv: CrossValidation,
     importances: dict,
     extra: dict | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Assemble the training report as a JSON-serialisable dict.
 
@@ -561,6 +590,9 @@ def build_report(
     extra : dict, optional
         Anything else the caller wants recorded (config, versions, paths); stored
         under ``"extra"``.
+    timings : dict of str to float, optional
+        Wall seconds of the training steps (``features_s``, ``fit_s``,
+        ``cross_validation_s``, ...), stored under ``"timings"``.
 
     Returns
     -------
@@ -572,6 +604,7 @@ def build_report(
     report = {
         "report_version": REPORT_VERSION,
         "training_seconds": training_seconds,
+        "timings": dict(timings or {}),
         "n_samples": sum(counts.values()),
         "samples_per_class": counts,
         "cross_validation": cv.as_dict(),

@@ -114,7 +114,10 @@ def read_block(image: object, block: Block) -> NDArray:
     window_slices = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
     window = image[(slice(None), *window_slices)]  # type: ignore[index]
     if hasattr(window, "compute"):
-        window = window.compute(scheduler="synchronous")
+        # a callable scheduler: a named one makes dask import dask.distributed
+        from dask.local import get_sync
+
+        window = window.compute(scheduler=get_sync)
     window = np.asarray(window)
     inside = all(
         e0 >= 0 and e1 <= n for (e0, e1), n in zip(block.extended, spatial, strict=True)

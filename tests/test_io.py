@@ -285,3 +285,43 @@ def test_atomic_output_on_error(tmp_path: Path) -> None:
         tmp.write_text("half")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- contiguous TIFFs
+@pytest.mark.parametrize(
+    ("shape", "dtype", "options", "contiguous"),
+    [
+        # uncompressed, one strip or many: read straight from the file
+        ((300, 200), np.uint8, {}, True),
+        ((300, 200), ">u2", {}, True),  # big-endian file
+        ((5, 40, 30), np.float32, {"imagej": True, "metadata": {"axes": "ZYX"}}, True),
+        ((40, 30, 3), np.uint8, {"photometric": "rgb"}, True),
+        ((300, 200), np.uint16, {"rowsperstrip": 16}, True),
+        # compressed or tiled: through tifffile's zarr view
+        ((300, 200), np.uint16, {"compression": "zlib"}, False),
+        ((256, 256), np.uint8, {"tile": (64, 64)}, False),
+    ],
+)
+def test_contiguous_tiffs_are_read_from_the_file(
+    tmp_path: Path, shape: tuple, dtype: object, options: dict, contiguous: bool
+) -> None:
+    """Uncompressed contiguous pixels are read by mapping the file, any window of
+    them equal to tifffile's reading; other TIFFs go through the zarr view."""
+    from convpaint.io.readers import TiffPixels
+
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 200).astype(dtype)
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, data, **options)
+    pixels = TiffPixels(path)
+    try:
+        assert (pixels._contiguous is not None) == contiguous
+        assert pixels.shape == data.shape
+        np.testing.assert_array_equal(pixels[...], data)
+        window = tuple(slice(n // 4, n // 2 + 1) for n in shape)
+        np.testing.assert_array_equal(pixels[window], data[window])
+        assert pixels[window].dtype.isnative
+    finally:
+        pixels.close()
+    with open_image(path) as src:
+        assert np.asarray(src.data).size == data.size

@@ -314,3 +314,44 @@ def test_write_report_with_skipped_cv(tmp_path: Path) -> None:
     assert loaded["cross_validation"]["accuracy"] is None
     assert loaded["cross_validation"]["miou"] is None
     assert "single stroke" in loaded["cross_validation"]["skipped_reason"]
+
+
+def test_training_is_independent_of_threads_and_the_report_times_its_steps(
+    bench: Path, tmp_path: Path
+) -> None:
+    """Crops computed on 1 or 2 threads give the same model; the report records the
+    step timings and folds of ceil(n_estimators / 5) trees."""
+    import tifffile
+    from PIL import Image
+
+    from convpaint import api
+    from convpaint.config import parse_config
+    from convpaint.model_io import load_model
+
+    img = np.asarray(Image.open(bench / "isbi2012_em_membranes/images/0.png"))
+    scr = tifffile.imread(bench / "isbi2012_em_membranes/derived/0_scribbles.tif")
+    tifffile.imwrite(tmp_path / "img.tif", img[:400, :450])  # several 256-px crops
+    tifffile.imwrite(tmp_path / "scr.tif", scr[:400, :450])
+    forests = []
+    for threads, report in ((1, False), (2, True)):
+        raw = {
+            "features": [{"name": "filters", "sigmas": [1.0, 3.0]}],
+            "classifier": {"n_estimators": 12, "seed": 0},
+            "tiling": {"threads": threads},
+            "train": {
+                "images": [str(tmp_path / "img.tif")],
+                "annotations": [str(tmp_path / "scr.tif")],
+                "axes": "YX",
+                "model": str(tmp_path / f"m{threads}.cpm"),
+                "report": report,
+            },
+        }
+        result = api.train(parse_config(raw))
+        assert set(result.timings) >= {"reading_s", "features_s", "fit_s"}
+        forests.append(load_model(tmp_path / f"m{threads}.cpm").forest)
+    a, b = forests
+    for name in ("_child", "_feature", "_threshold", "_leaf_value"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    saved = json.loads((tmp_path / "m2_report.json").read_text())
+    assert saved["timings"]["cross_validation_s"] > 0
+    assert saved["cross_validation"]["fold_sample_fraction"] == 0.125

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import dask
@@ -145,7 +146,9 @@ def test_real_volume_round_trips(bench: Path, tmp_path: Path) -> None:
 # --- metadata as written ---------------------------------------------------------------
 
 
-def _writer(tmp_path: Path, fmt: str, **kwargs: object) -> ResultWriter:
+def _writer(
+    tmp_path: Path, fmt: str, *, probabilities: bool = True, **kwargs: object
+) -> ResultWriter:
     options: dict = {
         "shape_tzyx": (2, 3, 20, 24),
         "out_axes": "TZYX",
@@ -157,7 +160,8 @@ def _writer(tmp_path: Path, fmt: str, **kwargs: object) -> ResultWriter:
         "attrs": {"convpaint_model": "m.cpm", "source": "img.tif"},
     }
     options.update(kwargs)
-    return ResultWriter(plan(tmp_path, fmt), **options)  # type: ignore[arg-type]
+    paths = plan(tmp_path, fmt, probabilities=probabilities)
+    return ResultWriter(paths, **options)  # type: ignore[arg-type]
 
 
 def _fill(writer: ResultWriter, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -497,3 +501,95 @@ def test_failures_leave_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == [paths.labels.name]
     old = paths.labels if fmt == "tif" else paths.labels / "old"
     assert old.read_bytes() == b"old result"
+
+
+# ---------------------------------------------------------------- streamed TIFF labels
+@pytest.mark.parametrize(
+    ("shape", "out_axes", "chunks"),
+    [
+        ((1, 1, 300, 200), "YX", (1, 1, 100, 64)),  # bands of 100 rows: strips of 64
+        ((1, 1, 130, 90), "YX", (1, 1, 130, 90)),  # one block
+        ((2, 3, 70, 40), "TZYX", (1, 2, 33, 17)),  # blocks of 2 planes, ragged edges
+        ((1, 4, 64, 64), "ZYX", (1, 1, 64, 32)),
+    ],
+)
+def test_streamed_tiff_equals_the_scratch_path(
+    tmp_path: Path, shape: tuple, out_axes: str, chunks: tuple
+) -> None:
+    """Labels streamed into the TIFF as blocks arrive, in any order, give the same
+    file contents and metadata as the write through a scratch array."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice([3, 6], size=shape).astype(np.uint8)
+    files = {}
+    for stream in (False, True):
+        folder = tmp_path / str(stream)
+        writer = _writer(
+            folder,
+            "tif",
+            shape_tzyx=shape,
+            out_axes=out_axes,
+            chunks_tzyx=chunks,
+            stream=stream,
+        )
+        if stream:
+            assert isinstance(writer.labels_target, tiff_out.TiffStream)
+        grid = [-(-n // c) for n, c in zip(shape, chunks, strict=True)]
+        regions = [
+            tuple(
+                slice(i * c, min((i + 1) * c, n))
+                for i, c, n in zip(index, chunks, shape, strict=True)
+            )
+            for index in np.ndindex(*grid)
+        ]
+        for region in reversed(regions):  # the last rows first
+            writer.labels_target[region] = labels[region]
+        if writer.probabilities_target is not None:
+            writer.probabilities_target[...] = np.zeros(
+                (shape[0], 2, *shape[1:]), np.float32
+            )
+        writer.finish()
+        files[stream] = folder / "img_labels.tif"
+    with tifffile.TiffFile(files[False]) as a, tifffile.TiffFile(files[True]) as b:
+        assert b.is_imagej and b.series[0].axes == out_axes
+        assert a.imagej_metadata == b.imagej_metadata
+        assert b.pages[0].compression == 8 and b.pages[0].rowsperstrip == 64
+        np.testing.assert_array_equal(b.asarray(), a.asarray())
+        np.testing.assert_array_equal(b.asarray(), labels.reshape(b.series[0].shape))
+
+
+def test_streamed_tiff_abort_and_missing_blocks_leave_nothing(tmp_path: Path) -> None:
+    """An aborted stream, or one finished with blocks missing, leaves no file and
+    stops its writer thread."""
+    import threading
+
+    writer = _writer(tmp_path / "a", "tif", probabilities=False, stream=True)
+    writer.labels_target[0:1, 0:2, 0:10, 0:12] = np.ones((1, 2, 10, 12), np.uint8)
+    writer.abort()
+    assert list((tmp_path / "a").iterdir()) == []
+    writer = _writer(tmp_path / "b", "tif", stream=True)
+    writer.labels_target[0:1, 0:2, 0:10, 0:12] = np.ones((1, 2, 10, 12), np.uint8)
+    with pytest.raises(RuntimeError, match="never arrived"):
+        writer.finish()
+    assert list((tmp_path / "b").iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name == "convpaint-tiff"]
+
+
+def test_streamed_tiff_reports_a_failing_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write error in the stream reaches the tasks still storing blocks and finish."""
+    import zlib
+
+    def full(*args: object) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zlib, "compress", full)
+    writer = _writer(tmp_path, "tif", probabilities=False, stream=True)
+    labels = np.ones((2, 3, 20, 24), np.uint8)
+    with pytest.raises(OSError, match="No space left"):
+        for _ in range(100):  # the writer fails on the first complete band
+            writer.labels_target[0:1, 0:2, 0:10, 0:24] = labels[0:1, 0:2, 0:10]
+            writer.labels_target[0:1, 0:2, 10:20, 0:24] = labels[0:1, 0:2, 10:20]
+            time.sleep(0.01)
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []

@@ -249,8 +249,13 @@ class ImageSource:
 class TiffPixels:
     """Level 0 of a TIFF's first series as an array that dask can read from anywhere.
 
-    Reads go through tifffile's zarr view of the file (only the strips or tiles a
-    block needs are decoded). The object pickles by path: a ``dask.distributed``
+    Uncompressed pixels stored contiguously (what ImageJ, tifffile and most
+    acquisition software write without compression) are read straight from the
+    file: each read maps the file, copies the window and unmaps it again, so only
+    the window's bytes are touched and none of the file stays resident (a file
+    stored as one strip would otherwise be decoded whole for every block). Other
+    files go through tifffile's zarr view (only the strips or tiles a block needs
+    are decoded). The object pickles by path: a ``dask.distributed``
     worker that receives it opens the file itself on first read (workers need read
     access to the same path), whereas tifffile's own store holds an open file
     handle that cannot be sent. A read that fails (a truncated or corrupt file)
@@ -272,6 +277,21 @@ class TiffPixels:
         self._store: Any = None
         self._node: Any = None
         self._lock = threading.Lock()
+        #: ``(offset, dtype, shape)`` of contiguous uncompressed pixels, else None
+        self._contiguous: tuple[int, str, tuple[int, ...]] | None = None
+        if tif is None:
+            import tifffile
+
+            self._tif = tifffile.TiffFile(self.path)
+            self._owned = True
+        self._contiguous = _contiguous_layout(self._tif)
+        if self._contiguous is not None:
+            _, dtype, shape = self._contiguous
+            self.shape = shape
+            self.dtype = np.dtype(dtype).newbyteorder("=")
+            self.ndim = len(shape)
+            self.chunks = _virtual_chunks(self._tif.series[0].axes, shape)
+            return
         node = self._open()
         self.shape = tuple(int(s) for s in node.shape)
         self.dtype = np.dtype(node.dtype)
@@ -296,6 +316,16 @@ class TiffPixels:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         try:
+            if self._contiguous is not None:
+                offset, dtype, shape = self._contiguous
+                # a private map per read: unmapped on return, so the pages it
+                # touched never add up in the process's resident memory
+                window = np.memmap(
+                    self.path, dtype=dtype, mode="r", offset=offset, shape=shape
+                )
+                out = np.array(window[key], dtype=self.dtype)
+                del window
+                return out
             return np.asarray(self._open()[key])
         except Exception as err:
             raise DataError(
@@ -334,6 +364,40 @@ class TiffPixels:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+#: Edge (Y, X) of the dask chunks over contiguous TIFF pixels (any window is cheap).
+_VIRTUAL_CHUNK = 1024
+
+
+def _contiguous_layout(tif: Any) -> tuple[int, str, tuple[int, ...]] | None:
+    """Offset, dtype (file byte order) and shape of the first series' pixels when
+    they are stored uncompressed in one contiguous run of a regular file, else None."""
+    try:
+        series = tif.series[0]
+        if len(series.levels) > 1 or not tif.filehandle.is_file:
+            return None
+        offset = series.dataoffset
+        dtype = series.dtype
+        if offset is None or dtype is None or dtype.kind not in "biuf":
+            return None
+        if offset % dtype.itemsize:
+            return None
+        shape = tuple(int(s) for s in series.shape)
+        size = tif.filehandle.size
+        if offset + int(np.prod(shape)) * dtype.itemsize > size:
+            return None  # truncated: the zarr path reports it when read
+        return int(offset), tif.byteorder + dtype.char, shape
+    except Exception:  # anything unusual: tifffile's own (zarr) path decides
+        return None
+
+
+def _virtual_chunks(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Chunks for contiguous pixels: one plane of at most 1024 x 1024 per chunk."""
+    return tuple(
+        min(n, _VIRTUAL_CHUNK) if a in "YX" else (n if a in "S" else 1)
+        for a, n in zip(axes, shape, strict=True)
+    )
 
 
 #: Declared-to-stored size ratio beyond which a TIFF is refused. zlib cannot exceed

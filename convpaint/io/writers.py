@@ -25,7 +25,7 @@ from .ome_zarr import (
     omero_attrs,
 )
 from .readers import file_stem
-from .tiff_out import write_tiff
+from .tiff_out import TiffStream, plan_tiff, write_tiff
 from .zarr_out import ZarrTarget, create_zarr_array
 
 __all__ = [
@@ -233,7 +233,10 @@ class ResultWriter:
     - ``ome-zarr``: an NGFF 0.4 image group per output with ``levels`` resolution
       levels; the labels carry ``image-label`` metadata (napari and Fiji open them
       as labels), the probabilities are an image with one channel per class.
-    - ``tif``: results go to a temporary zarr array first, then are streamed into an
+    - ``tif``: with ``stream`` (tasks in threads of this process), labels that
+      go to an ImageJ hyperstack are written into the file while they arrive,
+      strip by strip (:class:`~convpaint.io.tiff_out.TiffStream`); otherwise
+      results go to a temporary zarr array first, then are streamed into an
       ImageJ hyperstack (OME BigTIFF beyond 4 GB) one plane at a time
       (:func:`~convpaint.io.tiff_out.write_tiff`).
 
@@ -267,10 +270,14 @@ class ResultWriter:
     levels : int
         Resolution levels of OME-Zarr outputs (1: full resolution only); other
         formats accept only 1.
+    stream : bool
+        Every block is stored from a thread of this process (the local
+        scheduler), so a TIFF of labels can be written as they arrive instead of
+        through a temporary zarr array.
 
     Attributes
     ----------
-    labels_target : ZarrTarget
+    labels_target : ZarrTarget or TiffStream
         Shape ``(T, Z, Y, X)``, dtype :attr:`dtype`.
     probabilities_target : ZarrTarget or None
         Shape ``(T, K, Z, Y, X)``, float32, K = ``len(classes)``.
@@ -289,6 +296,7 @@ class ResultWriter:
         unit: str | None = None,
         attrs: dict[str, Any] | None = None,
         levels: int = 1,
+        stream: bool = False,
     ) -> None:
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"fmt must be one of {OUTPUT_FORMATS}, not {fmt!r}")
@@ -318,6 +326,7 @@ class ResultWriter:
         self.spacing = spacing
         self.unit = unit
         self.attrs = dict(attrs or {})
+        self.stream = stream
         self.levels = (
             level_count(shape_tzyx[2:], levels) if fmt == "ome-zarr" else 1  # type: ignore[arg-type]
         )
@@ -325,7 +334,9 @@ class ResultWriter:
         self._finishers: list[Callable[[], None]] = []
         self._done = False
         try:
-            self.labels_target = self._open(paths.labels, probabilities=False)
+            self.labels_target: ZarrTarget | TiffStream = self._open(
+                paths.labels, probabilities=False
+            )
             self.probabilities_target: ZarrTarget | None = (
                 self._open(paths.probabilities, probabilities=True)
                 if paths.probabilities is not None
@@ -369,12 +380,35 @@ class ResultWriter:
             attrs["unit"] = self.unit
         return {**attrs, **self.attrs}
 
-    def _open(self, final: Path, *, probabilities: bool) -> ZarrTarget:
+    def _open(self, final: Path, *, probabilities: bool) -> Any:
         layout, shape, axes = self._layout(probabilities)
         dtype = np.dtype(np.float32) if probabilities else self.dtype
         chunks = self._chunks(layout, shape)
         keep = tuple(a in axes for a in layout)
         tmp = self._stack.enter_context(atomic_output(final))
+        if self.fmt == "tif" and self.stream and not probabilities:
+            plan = plan_tiff(
+                shape,
+                dtype,
+                source_axes=layout,
+                out_axes=axes,
+                spacing=self.spacing,
+                unit=self.unit,
+                info={**self.attrs, "classes": self.classes},
+            )
+            if plan.imagej:
+                stream = TiffStream(
+                    tmp,
+                    shape=shape,  # type: ignore[arg-type]
+                    chunks=chunks,  # type: ignore[arg-type]
+                    dtype=dtype,
+                    plan=plan,
+                )
+                # stopped before the temporary file is removed (callbacks run last
+                # in, first out), and after finish() on success (then a no-op)
+                self._stack.callback(stream.abort)
+                self._finishers.append(stream.finish)
+                return stream
         if self.fmt == "tif":
             # scratch array in the engine's layout, one plane per chunk, so that the
             # TIFF can be written plane by plane without decompressing neighbours
