@@ -153,6 +153,8 @@ def _annotated_planes(labels: Any, path: Path) -> list[tuple[int, int]]:
         checks.append((~da.isfinite(lab) | (lab != da.round(lab))).any())
     try:
         results = da.compute(*checks, scheduler=threaded_get)
+    except DataError:
+        raise  # the reader's own located message (negative or non-integer labels)
     except Exception as err:
         raise DataError(
             f"could not read annotations '{path}' ({type(err).__name__}: {err}); the "

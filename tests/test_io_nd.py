@@ -463,3 +463,21 @@ def test_zarr_group_and_dtype_protections(tmp_path: Path) -> None:
     np.save(tmp_path / "s.npy", np.array([["a", "b"], ["c", "d"]]))
     with pytest.raises(DataError, match="expected real numbers"):
         open_image(tmp_path / "s.npy", "YX")
+
+
+def test_bad_label_values_are_not_called_corrupt(tmp_path: Path) -> None:
+    """Training reports negative labels in the reader's words, not as a corrupt file."""
+    from convpaint.training import _annotated_planes
+
+    labels = np.ones((4, 20, 24), np.int16)
+    labels[1, 5, 5] = -1
+    tifffile.imwrite(
+        tmp_path / "l.tif", labels, metadata={"axes": "ZYX"}, photometric="minisblack"
+    )
+    image = write_file(tmp_path, "ZYX", "tifffile")
+    with open_image(image) as src:
+        lazy = open_labels(tmp_path / "l.tif", image=src)
+        with pytest.raises(DataError) as err:
+            _annotated_planes(lazy, tmp_path / "l.tif")
+    assert "contain negative values (min -1)" in str(err.value)
+    assert "corrupt" not in str(err.value)
