@@ -143,11 +143,17 @@ class FoldForest:
         keep = []
         for c in np.unique(labels):
             idx = np.flatnonzero(labels == c)
-            n = min(len(idx), max(_FOLD_MIN_PIXELS, math.ceil(self.fraction * len(idx))))
+            n = min(
+                len(idx), max(_FOLD_MIN_PIXELS, math.ceil(self.fraction * len(idx)))
+            )
             keep.append(np.sort(rng.choice(idx, n, replace=False)))
         rows = np.sort(np.concatenate(keep))
         fitted = fit_forest(
-            features[rows], labels[rows], self.config, seed=self.seed, n_jobs=self.n_jobs
+            features[rows],
+            labels[rows],
+            self.config,
+            seed=self.seed,
+            n_jobs=self.n_jobs,
         )
         self.forest = Forest.from_sklearn(fitted)
         return self

@@ -121,9 +121,7 @@ def plan_outputs(
         fields = {"stem": stem}
         if root is not None:
             fields["relpath"] = _relpath(path, root) or "."
-        labels = Path(
-            os.path.abspath(output_dir / (name.format(**fields) + suffix))
-        )
+        labels = Path(os.path.abspath(output_dir / (name.format(**fields) + suffix)))
         probs = (
             labels.with_name(f"{stem}_probabilities{suffix}") if probabilities else None
         )
