@@ -192,15 +192,34 @@ def check_existing(plan: OutputPaths, on_exists: OnExists) -> bool:
                 "is left untouched and this input is not predicted. Move it away or "
                 "choose another output folder or name"
             )
+    return apply_on_exists(existing, on_exists, setting="predict.on_exists")
+
+
+def apply_on_exists(
+    existing: list[Path],
+    on_exists: OnExists,
+    *,
+    setting: str,
+    log: logging.Logger = logger,
+) -> bool:
+    """The overwrite policy for an input whose ``existing`` outputs were found;
+    False means skip the input (logged on ``log``).
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``on_exists`` is ``error`` (the message names the
+        config ``setting``).
+    """
     if not existing:
         return True
     if on_exists == "skip":
-        logger.info("skipping: %s exists", existing[0])
+        log.info("skipping: %s exists", existing[0])
         return False
     if on_exists == "error":
         raise OutputExistsError(
             f"output '{existing[0]}' exists; pass --overwrite to replace it or "
-            "--skip-existing to keep it (config: predict.on_exists)"
+            f"--skip-existing to keep it (config: {setting})"
         )
     return True
 
