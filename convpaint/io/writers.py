@@ -34,6 +34,7 @@ __all__ = [
     "OutputFormat",
     "OutputPaths",
     "ResultWriter",
+    "apply_on_exists",
     "check_existing",
     "check_output_folder",
     "label_dtype",
