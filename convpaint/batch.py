@@ -140,9 +140,7 @@ def shard_from_slurm(environ: Mapping[str, str] | None = None) -> tuple[int, int
                 "missing, so the number of tasks is unknown; give --shard INDEX/COUNT"
             )
         count = (high - low) // step + 1
-    found = (
-        f"task id {task}, min {low}, max {high}, step {step}, count {count}"
-    )
+    found = f"task id {task}, min {low}, max {high}, step {step}, count {count}"
     index, rest = divmod(task - low, step)
     consistent = (
         count >= 1
@@ -286,7 +284,10 @@ def _predict_one(
             raise
         logger.info("skipping %s: %s", path, err)
         return PredictResult(
-            input=path, outputs=[], skipped=True, skip_reason="another run is writing it"
+            input=path,
+            outputs=[],
+            skipped=True,
+            skip_reason="another run is writing it",
         )
     try:
         # decided again under the claim: another run may have finished it meanwhile
@@ -451,7 +452,9 @@ def predict(
                     if error is err:
                         raise
                     raise error from err
-                logger.warning("'%s' failed, going on with the next input: %s", path, error)
+                logger.warning(
+                    "'%s' failed, going on with the next input: %s", path, error
+                )
                 pbar_files.update(1)
                 continue
             results.append(result)

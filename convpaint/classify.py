@@ -22,6 +22,8 @@ from convpaint.warnings import ConvpaintWarning
 if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
 
+    from convpaint.config.objects import ObjectForestConfig
+
 __all__ = [
     "FoldForest",
     "cap_per_class",
@@ -38,14 +40,14 @@ _FEW_PIXELS = 20
 
 
 def make_forest(
-    config: RandomForestConfig,
+    config: RandomForestConfig | ObjectForestConfig,
     *,
     seed: int,
     n_jobs: int,
     n_estimators: int | None = None,
 ) -> RandomForestClassifier:
-    """An unfitted forest built from the config (``n_estimators``: another tree
-    count, e.g. for cross-validation folds)."""
+    """An unfitted forest built from the config, a pixel or an object classifier's
+    (``n_estimators``: another tree count, e.g. for cross-validation folds)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
@@ -143,11 +145,17 @@ class FoldForest:
         keep = []
         for c in np.unique(labels):
             idx = np.flatnonzero(labels == c)
-            n = min(len(idx), max(_FOLD_MIN_PIXELS, math.ceil(self.fraction * len(idx))))
+            n = min(
+                len(idx), max(_FOLD_MIN_PIXELS, math.ceil(self.fraction * len(idx)))
+            )
             keep.append(np.sort(rng.choice(idx, n, replace=False)))
         rows = np.sort(np.concatenate(keep))
         fitted = fit_forest(
-            features[rows], labels[rows], self.config, seed=self.seed, n_jobs=self.n_jobs
+            features[rows],
+            labels[rows],
+            self.config,
+            seed=self.seed,
+            n_jobs=self.n_jobs,
         )
         self.forest = Forest.from_sklearn(fitted)
         return self

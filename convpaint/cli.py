@@ -30,6 +30,7 @@ from rich.text import Text
 
 from convpaint._version import __version__
 from convpaint.cli_objects import objects_app
+from convpaint.cli_shared import Debug, Verbose, evaluate_objects, exists_policy, plain
 from convpaint.errors import ConvpaintError
 
 if TYPE_CHECKING:
@@ -50,15 +51,8 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-Verbose = Annotated[
-    int,
-    typer.Option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
-]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.")
-]
-Debug = Annotated[
-    bool, typer.Option("--debug", help="Show the full traceback of errors.")
 ]
 JsonOut = Annotated[
     bool,
@@ -79,15 +73,6 @@ ConfigArg = Annotated[Path, typer.Argument(help="Config file (YAML).", dir_okay=
 from convpaint.config.tiling import MAX_THREADS as _MAX_THREADS  # noqa: E402
 
 # --------------------------------------------------------------------------- output
-
-
-def plain(text: object) -> str:
-    """``text`` on one line: control characters (newlines in file names, escape
-    sequences) and undecodable bytes are shown escaped, never interpreted."""
-    s = str(text)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
 def _error_line(message: str, *, label: str = "error") -> None:
@@ -403,6 +388,22 @@ def _tiling_overrides(
     return given
 
 
+def _check_output_options(fmt: str | None, output_name: str | None) -> None:
+    """--format and --output-name (each when given), checked as in a config."""
+    from convpaint.config.run import OUTPUT_FORMATS, check_output_name
+
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
+            param_hint="--format",
+        )
+    if output_name is not None:
+        try:
+            check_output_name(output_name)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--output-name") from None
+
+
 def _read_list(source: str) -> list[str]:
     """Paths from ``--inputs-from FILE`` (``-``: stdin), one per line."""
     from convpaint.errors import DataError
@@ -669,14 +670,8 @@ def predict(
     debug: Debug = False,
 ) -> None:
     """Predict label images: `predict CONFIG` or `predict --model M --output DIR INPUT...`."""
-    from convpaint.config.run import OUTPUT_FORMATS, check_output_name
-
     _prepare(verbose, quiet)
-    if overwrite and skip_existing:
-        raise typer.BadParameter("use either --overwrite or --skip-existing")
-    on_exists: Literal["error", "skip", "overwrite"] | None = (
-        "overwrite" if overwrite else "skip" if skip_existing else None
-    )
+    on_exists = exists_policy(overwrite, skip_existing)
     on_error: Literal["stop", "continue"] | None = "continue" if keep_going else None
     part = _parse_shard(shard)
     tiling_given = _tiling_overrides(tile_size, threads, scheduler)
@@ -686,16 +681,7 @@ def predict(
             "(predict CONFIG) or start the cluster yourself and give its tcp:// address",
             param_hint="--scheduler",
         )
-    if fmt is not None and fmt not in OUTPUT_FORMATS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
-            param_hint="--format",
-        )
-    if output_name is not None:
-        try:
-            check_output_name(output_name)
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--output-name") from None
+    _check_output_options(fmt, output_name)
     positional = ([config] if config is not None else []) + list(inputs or [])
     if model is None:
         config_free = {
@@ -806,20 +792,9 @@ def plan(
     of a job array shards the same files even while the folder changes. With an
     output folder (or a config) the output names are checked for collisions too.
     """
-    from convpaint.config.run import OUTPUT_FORMATS, check_output_name
-
     setup_logging(verbose)
     part = _parse_shard(shard)
-    if fmt not in OUTPUT_FORMATS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(OUTPUT_FORMATS)}, got '{plain(fmt)}'",
-            param_hint="--format",
-        )
-    if output_name is not None:
-        try:
-            check_output_name(output_name)
-        except ValueError as err:
-            raise typer.BadParameter(str(err), param_hint="--output-name") from None
+    _check_output_options(fmt, output_name)
     is_config = len(sources) == 1 and sources[0].lower().endswith((".yaml", ".yml"))
     with _Session(debug) as s:
         from convpaint import batch
@@ -1018,8 +993,6 @@ def evaluate(
         raise typer.BadParameter(
             "object-level evaluation needs --classes (the ground-truth classes)"
         )
-    if object_level and not 0.5 <= iou < 1.0:
-        raise typer.BadParameter(f"--iou must be in [0.5, 1), got {iou}")
     with _Session(debug) as s:
         from convpaint import api
         from convpaint.config import load_config
@@ -1036,13 +1009,13 @@ def evaluate(
                 results.append(objects_api.evaluate_from_config(cfg))
         elif object_level:
             results = [
-                objects_api.evaluate(
+                evaluate_objects(
                     prediction,  # type: ignore[arg-type]
                     ground_truth,  # type: ignore[arg-type]
                     classes,  # type: ignore[arg-type]
                     output,
                     instances=predicted_instances,
-                    iou_threshold=iou,
+                    iou=iou,
                     figures=figures,
                     images=image,
                 )

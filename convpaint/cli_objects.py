@@ -1,7 +1,8 @@
 """`convpaint objects ...`: a thin typer layer over :mod:`convpaint.objects.api`.
 
-Shared helpers come from :mod:`convpaint.cli` inside the commands, so importing this
-module never imports the main CLI (which registers this one).
+Shared helpers come from :mod:`convpaint.cli_shared`, or from :mod:`convpaint.cli`
+inside the commands, so importing this module never imports the main CLI (which
+registers this one).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from typing import Annotated, Literal
 
 import typer
 
+from convpaint.cli_shared import Debug, Verbose, evaluate_objects, exists_policy, plain
+
 
 def _emit(line: str) -> None:
     """Result lines on stdout (plain text: no markup, control characters escaped)."""
     import sys
-
-    from convpaint.cli import plain
 
     for part in str(line).splitlines() or [""]:
         sys.stdout.write(plain(part) + "\n")
@@ -32,14 +33,7 @@ objects_app = typer.Typer(
     help="Objects: segment masks into instances, classify whole objects, score them.",
 )
 
-Verbose = Annotated[
-    int,
-    typer.Option("-v", "--verbose", count=True, help="More logging (-vv for debug)."),
-]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Debug = Annotated[
-    bool, typer.Option("--debug", help="Show the full traceback of errors.")
-]
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace existing outputs.")
 ]
@@ -55,12 +49,14 @@ Shard = Annotated[
 ]
 
 
-def _policy(
-    overwrite: bool, skip_existing: bool
-) -> Literal["error", "skip", "overwrite"] | None:
-    if overwrite and skip_existing:
-        raise typer.BadParameter("use either --overwrite or --skip-existing")
-    return "overwrite" if overwrite else "skip" if skip_existing else None
+def _batch_start(
+    verbose: int, quiet: bool, overwrite: bool, skip_existing: bool, shard: str | None
+) -> tuple[Literal["error", "skip", "overwrite"] | None, tuple[int, int] | None]:
+    """Logging and progress set up; the overwrite policy and the shard, checked."""
+    from convpaint.cli import _parse_shard, _prepare
+
+    _prepare(verbose, quiet)
+    return exists_policy(overwrite, skip_existing), _parse_shard(shard)
 
 
 def _config_or_items(
@@ -152,11 +148,9 @@ def segment(
     debug: Debug = False,
 ) -> None:
     """Label objects in masks: `segment CONFIG` or `segment --output DIR MASK...`."""
-    from convpaint.cli import _parse_shard, _prepare, user_errors
+    from convpaint.cli import user_errors
 
-    _prepare(verbose, quiet)
-    policy = _policy(overwrite, skip_existing)
-    part = _parse_shard(shard)
+    policy, part = _batch_start(verbose, quiet, overwrite, skip_existing, shard)
     cfg, items = _config_or_items(
         config,
         inputs,
@@ -275,11 +269,9 @@ def predict(
     debug: Debug = False,
 ) -> None:
     """Classify objects: `predict CONFIG` or `predict --model M --output DIR --instances T IMAGE...`."""
-    from convpaint.cli import _parse_shard, _prepare, user_errors
+    from convpaint.cli import user_errors
 
-    _prepare(verbose, quiet)
-    policy = _policy(overwrite, skip_existing)
-    part = _parse_shard(shard)
+    policy, part = _batch_start(verbose, quiet, overwrite, skip_existing, shard)
     cfg, items = _config_or_items(
         config,
         inputs,
@@ -399,15 +391,13 @@ def evaluate(
                 raise typer.BadParameter(
                     "give a CONFIG, or --prediction, --ground-truth and --classes"
                 )
-            if not 0.5 <= iou < 1.0:
-                raise typer.BadParameter(f"--iou must be in [0.5, 1), got {iou}")
-            result = api.evaluate(
+            result = evaluate_objects(
                 prediction,
                 ground_truth,
                 classes,
                 output,
                 instances=instances,
-                iou_threshold=iou,
+                iou=iou,
                 figures=figures,
                 images=image,
             )

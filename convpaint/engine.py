@@ -450,14 +450,19 @@ def _scheduler(
     if name == "slurm":
         from convpaint.cluster import slurm_cluster
 
-        with slurm_cluster(cluster or ClusterConfig()) as slurm, Client(slurm) as client:
+        with (
+            slurm_cluster(cluster or ClusterConfig()) as slurm,
+            Client(slurm) as client,
+        ):
             with _drained(client):
                 yield {"scheduler": client}
         return
     import dask
 
     try:
-        client = Client(name, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+        client = Client(
+            name, timeout=dask.config.get("distributed.comm.timeouts.connect")
+        )
     except OSError as err:
         raise ConfigError(
             f"tiling.scheduler: could not reach the dask scheduler at {name} ({err}); "

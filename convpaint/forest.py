@@ -520,18 +520,12 @@ class Forest:
         features = self._check(features)
         kernels = _import_kernels()
         index = np.empty(len(features), dtype=np.intp)
+        trees = self._tree_tables()
 
         def run(a: int, b: int) -> tuple[int, int]:
             bad, walks = kernels.predict_labels_rows(
                 features[a:b],
-                self._child,
-                self._feature,
-                self._threshold,
-                self._roots,
-                self._leaf_start,
-                self._leaf_class,
-                self._leaf_value,
-                self.n_classes,
+                *trees,
                 self._reach,
                 self._first_check,
                 index[a:b],
@@ -583,18 +577,12 @@ class Forest:
         kernels = _import_kernels()
         index = np.empty(len(features), dtype=np.intp)
         proba = np.empty((len(features), self.n_classes), dtype=np.float32)
+        trees = self._tree_tables()
 
         def run(a: int, b: int) -> int:
             bad = kernels.predict_rows(
                 features[a:b],
-                self._child,
-                self._feature,
-                self._threshold,
-                self._roots,
-                self._leaf_start,
-                self._leaf_class,
-                self._leaf_value,
-                self.n_classes,
+                *trees,
                 proba[a:b],
                 index[a:b],
                 True,
@@ -605,6 +593,20 @@ class Forest:
             _split_rows(len(features), n_jobs or self.n_jobs, kernels.BLOCK, run)
         )
         return index, proba
+
+    def _tree_tables(self) -> tuple[Any, ...]:
+        """The node tables and class count, in the order the prediction kernels
+        take them (after the feature rows)."""
+        return (
+            self._child,
+            self._feature,
+            self._threshold,
+            self._roots,
+            self._leaf_start,
+            self._leaf_class,
+            self._leaf_value,
+            self.n_classes,
+        )
 
     def _check(self, features: NDArray) -> NDArray[np.float32]:
         features = np.ascontiguousarray(features, dtype=np.float32)

@@ -89,7 +89,8 @@ def parse_meta(raw: dict[str, Any], path: object) -> ModelMeta:
         meta = ModelMeta.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:3]
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in err.errors()[:3]
         )
         raise ModelBundleError(
             f"'{path}' is not a usable convpaint model: its metadata is malformed "

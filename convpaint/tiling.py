@@ -62,9 +62,7 @@ class Block:
         return tuple(slice(t0, t1) for t0, t1 in self.tile)
 
 
-def iter_tiles(
-    shape: Sequence[int], tile: Sequence[int]
-) -> Iterator[tuple[Span, ...]]:
+def iter_tiles(shape: Sequence[int], tile: Sequence[int]) -> Iterator[tuple[Span, ...]]:
     """Yield tiles covering ``shape`` (C order: the last axis varies fastest).
 
     Parameters
@@ -127,6 +125,9 @@ def read_block(image: object, block: Block) -> NDArray:
     out = window
     for axis, (idx, sl) in enumerate(zip(indices, window_slices, strict=True), 1):
         local = idx - sl.start
-        if not (len(local) == out.shape[axis] and np.array_equal(local, np.arange(len(local)))):
+        if not (
+            len(local) == out.shape[axis]
+            and np.array_equal(local, np.arange(len(local)))
+        ):
             out = np.take(out, local, axis=axis)
     return out

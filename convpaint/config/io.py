@@ -132,7 +132,9 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
                 setattr(e, name, [_join(base_dir, v) for v in values])
         e.output_dir = Path(_join(base_dir, e.output_dir))
     if config.objects is not None:
-        config.objects = resolve_object_paths(config.objects, lambda v: _join(base_dir, v))
+        config.objects = resolve_object_paths(
+            config.objects, lambda v: _join(base_dir, v)
+        )
     for spec in (
         config.features.extractors if config.features.extractors != "auto" else []
     ):
@@ -202,7 +204,9 @@ def load_config(path: Path | str) -> Config:
             "`--inputs-from`)"
         )
     if b"\0" in data:
-        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); expected YAML")
+        raise ConfigError(
+            f"{path}: not a text file (it holds NUL bytes); expected YAML"
+        )
     try:
         text = data.decode("utf-8")
         if _flow_depth(text) > MAX_CONFIG_DEPTH:

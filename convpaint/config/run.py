@@ -178,7 +178,9 @@ class PredictSection(StrictModel):
 
 #: The output formats, from `predict.format` itself, so that the CLI's --format
 #: and the config always accept the same list.
-OUTPUT_FORMATS: tuple[str, ...] = get_args(PredictSection.model_fields["format"].annotation)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(
+    PredictSection.model_fields["format"].annotation
+)
 
 
 class EvaluateSection(StrictModel):

@@ -46,3 +46,19 @@ class FeatureExtractor(Protocol):
     def __call__(self, image: NDArray[np.float32]) -> NDArray[np.float32]:
         """Compute features of one normalised block."""
         ...
+
+
+def crop_into(
+    features: NDArray[np.float32],
+    region: tuple[slice, slice] | None,
+    out: NDArray[np.float32] | None,
+) -> NDArray[np.float32]:
+    """``features`` of a whole block, as an extractor's ``(region=, out=)`` call
+    returns them: cut to ``region``, then written into ``out`` (and returned) or
+    returned as a new C-contiguous array."""
+    if region is not None:
+        features = features[region]
+    if out is None:
+        return np.ascontiguousarray(features)
+    out[...] = features
+    return out

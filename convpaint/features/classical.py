@@ -27,6 +27,7 @@ from scipy import ndimage as ndi
 
 from convpaint.config.features import ExtractorParams
 
+from .base import crop_into
 from .registry import register_extractor
 
 __all__ = ["FilterBankExtractor", "FilterBankParams", "upgrade_stored_params"]
@@ -278,13 +279,7 @@ class FilterBankExtractor:
         image = np.asarray(image, dtype=np.float32)
         if self.params.implementation == "fast":
             return self._call_fast(image, region, out)
-        features = self._call_scipy(image)
-        if region is not None:
-            features = features[region]
-        if out is None:
-            return np.ascontiguousarray(features)
-        out[...] = features
-        return out
+        return crop_into(self._call_scipy(image), region, out)
 
     # --- 3D -------------------------------------------------------------------------
     def volume_halo(self, scale: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
+from .base import crop_into
 from .registry import register_extractor
 from .torchnet import (
     _IMAGENET_MEAN,
@@ -157,13 +158,7 @@ class VGG16Extractor(_FeaturesExtractor):
         image = np.asarray(image, dtype=np.float32)
         if self._fast:
             return self._call_fast(image, region, out)
-        features = super().__call__(image)
-        if region is not None:
-            features = features[region]
-        if out is None:
-            return np.ascontiguousarray(features)
-        out[...] = features
-        return out
+        return crop_into(super().__call__(image), region, out)
 
     @cached_property
     def _folded(self) -> dict[int, tuple[NDArray[np.float32], NDArray[np.float32]]]:

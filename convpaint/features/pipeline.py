@@ -114,7 +114,9 @@ class FeaturePipeline:
         spacing: Sequence[float] | None = None,
     ) -> None:
         if dims not in DIMS:
-            raise ConfigError(f"features.dims: unknown mode '{dims}'; use one of {DIMS}")
+            raise ConfigError(
+                f"features.dims: unknown mode '{dims}'; use one of {DIMS}"
+            )
         self.specs = list(specs)
         self.n_channels = n_channels
         self.dims = dims
@@ -356,7 +358,9 @@ class Normalization:
         extra = (1,) * (out.ndim - 1)
         if self.per_plane:
             if planes is None:
-                raise ValueError("per-plane normalisation needs the block's plane indices")
+                raise ValueError(
+                    "per-plane normalisation needs the block's plane indices"
+                )
             shape = (self.mean.shape[0], len(planes)) + (1,) * (out.ndim - 2)
             out -= self.mean[:, planes].reshape(shape)
             out /= self.std[:, planes].reshape(shape)

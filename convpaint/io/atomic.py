@@ -64,7 +64,9 @@ def describe_os_error(err: OSError, *, where: Path | str | None = None) -> str:
     place = where if where is not None else err.filename
     where = f" at '{place}'" if place else ""
     hint = _HINTS.get(err.errno or 0)
-    return f"{what}{f' ({code})' if code else ''}{where}" + (f"; {hint}" if hint else "")
+    return f"{what}{f' ({code})' if code else ''}{where}" + (
+        f"; {hint}" if hint else ""
+    )
 
 
 def remove_path(path: Path) -> None:

@@ -146,7 +146,11 @@ def read_claim(path: Path) -> ClaimInfo | None:
     with empty fields (judged by its age only)."""
     try:
         st = path.stat()
-        raw = path.read_bytes()[:_MAX_CLAIM_BYTES] if st.st_size <= _MAX_CLAIM_BYTES else b""
+        raw = (
+            path.read_bytes()[:_MAX_CLAIM_BYTES]
+            if st.st_size <= _MAX_CLAIM_BYTES
+            else b""
+        )
     except FileNotFoundError:
         return None
     except OSError as err:
@@ -164,7 +168,9 @@ def read_claim(path: Path) -> ClaimInfo | None:
         started=str(data.get("started", "?")),
         token=str(data.get("token", "")),
         machine=str(data.get("machine", "")),
-        pid_start=data.get("pid_start") if isinstance(data.get("pid_start"), str) else None,
+        pid_start=data.get("pid_start")
+        if isinstance(data.get("pid_start"), str)
+        else None,
         mtime=st.st_mtime,
     )
 

@@ -144,11 +144,15 @@ def read_input_list(text: str, *, where: str) -> list[str]:
         When the list is empty, holds a NUL byte, or names a file that does not exist.
     """
     if "\0" in text:
-        raise DataError(f"{where}: the list holds a NUL byte; expected one path per line")
+        raise DataError(
+            f"{where}: the list holds a NUL byte; expected one path per line"
+        )
     lines = [line.rstrip("\r") for line in text.split("\n")]
     paths = [line for line in lines if line.strip()]
     if not paths:
-        raise DataError(f"{where}: the list of inputs is empty; expected one path per line")
+        raise DataError(
+            f"{where}: the list of inputs is empty; expected one path per line"
+        )
     for number, line in enumerate(lines, 1):
         if line.strip() and not os.path.lexists(line):
             raise DataError(
@@ -467,7 +471,9 @@ def _open_tiff(path: Path, stack: ExitStack) -> tuple[Any, FileMetadata]:
         series = tif.series[0]
         pixels = TiffPixels(path, tif)
         stack.callback(pixels.close)
-        check_tiff_size(path, series, int(np.prod(pixels.shape)) * pixels.dtype.itemsize)
+        check_tiff_size(
+            path, series, int(np.prod(pixels.shape)) * pixels.dtype.itemsize
+        )
         return pixels.as_dask(), tiff_metadata(tif, series, path)
     except DataError:
         raise

@@ -341,9 +341,9 @@ class TiffStream:
 
         def ready() -> bool:
             pieces = self._bands.get(key)
-            complete = pieces is not None and sum(
-                p.shape[1] for p in pieces.values()
-            ) >= width
+            complete = (
+                pieces is not None and sum(p.shape[1] for p in pieces.values()) >= width
+            )
             return complete or self._closing or self._aborted
 
         with self._cond:

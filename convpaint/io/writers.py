@@ -34,6 +34,7 @@ __all__ = [
     "OutputFormat",
     "OutputPaths",
     "ResultWriter",
+    "apply_on_exists",
     "check_existing",
     "check_output_folder",
     "label_dtype",
@@ -121,9 +122,7 @@ def plan_outputs(
         fields = {"stem": stem}
         if root is not None:
             fields["relpath"] = _relpath(path, root) or "."
-        labels = Path(
-            os.path.abspath(output_dir / (name.format(**fields) + suffix))
-        )
+        labels = Path(os.path.abspath(output_dir / (name.format(**fields) + suffix)))
         probs = (
             labels.with_name(f"{stem}_probabilities{suffix}") if probabilities else None
         )
@@ -194,15 +193,34 @@ def check_existing(plan: OutputPaths, on_exists: OnExists) -> bool:
                 "is left untouched and this input is not predicted. Move it away or "
                 "choose another output folder or name"
             )
+    return apply_on_exists(existing, on_exists, setting="predict.on_exists")
+
+
+def apply_on_exists(
+    existing: list[Path],
+    on_exists: OnExists,
+    *,
+    setting: str,
+    log: logging.Logger = logger,
+) -> bool:
+    """The overwrite policy for an input whose ``existing`` outputs were found;
+    False means skip the input (logged on ``log``).
+
+    Raises
+    ------
+    OutputExistsError
+        An output exists and ``on_exists`` is ``error`` (the message names the
+        config ``setting``).
+    """
     if not existing:
         return True
     if on_exists == "skip":
-        logger.info("skipping: %s exists", existing[0])
+        log.info("skipping: %s exists", existing[0])
         return False
     if on_exists == "error":
         raise OutputExistsError(
             f"output '{existing[0]}' exists; pass --overwrite to replace it or "
-            "--skip-existing to keep it (config: predict.on_exists)"
+            f"--skip-existing to keep it (config: {setting})"
         )
     return True
 

@@ -151,17 +151,9 @@ def fit_forest(
         The forest (class columns in ascending class order) and the impurity-based
         feature importances.
     """
-    from sklearn.ensemble import RandomForestClassifier
+    from convpaint.classify import make_forest
 
-    forest = RandomForestClassifier(
-        n_estimators=config.n_estimators,
-        max_depth=config.max_depth,
-        min_samples_leaf=config.min_samples_leaf,
-        max_features=config.max_features,
-        class_weight=config.class_weight,
-        random_state=seed,
-        n_jobs=n_jobs,
-    )
+    forest = make_forest(config, seed=seed, n_jobs=n_jobs)
     forest.fit(np.asarray(features, np.float32), classes)
     lefts, rights, feats, thresholds, values, sizes = [], [], [], [], [], []
     for est in forest.estimators_:

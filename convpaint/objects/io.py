@@ -22,9 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from convpaint.config.objects import OnExists
-from convpaint.errors import ConfigError, DataError, OutputExistsError
+from convpaint.errors import ConfigError, DataError
 from convpaint.io.atomic import atomic_output, remove_path
 from convpaint.io.readers import SUPPORTED_SUFFIXES, file_stem, open_image
+from convpaint.io.writers import apply_on_exists
 
 __all__ = [
     "LabelWriter",
@@ -133,17 +134,7 @@ def check_on_exists(paths: Sequence[Path], on_exists: OnExists) -> bool:
         An output exists and ``on_exists`` is ``"error"``.
     """
     existing = [p for p in paths if p.exists()]
-    if not existing:
-        return True
-    if on_exists == "skip":
-        logger.info("skipping: %s exists", existing[0])
-        return False
-    if on_exists == "error":
-        raise OutputExistsError(
-            f"output '{existing[0]}' exists; pass --overwrite to replace it or "
-            "--skip-existing to keep it (config: on_exists)"
-        )
-    return True
+    return apply_on_exists(existing, on_exists, setting="on_exists", log=logger)
 
 
 # --------------------------------------------------------------------------- images
