@@ -9,6 +9,7 @@ throughput (Mvoxel/s) and peak resident memory (the process's VmHWM) per size.
 
     python benchmarks/stack_memory.py                     # 1, 4 and 16 GB
     python benchmarks/stack_memory.py --sizes 0.25 1 --formats zarr
+    python benchmarks/stack_memory.py --model planes --sizes 1 4 16 --tif-max-gb 1
 
 Writes ``results/stack_memory.md`` and ``results/stack_memory.png``. The stacks are
 built in ``--workdir`` (default: a temporary folder; they need about 2.5x the largest
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         help="stack sizes in GB (uint16)",
     )
     parser.add_argument("--formats", nargs="*", default=["tif", "zarr"])
+    parser.add_argument(
+        "--tif-max-gb",
+        type=float,
+        default=None,
+        help="build and predict the TIFF only for stacks up to this size",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=sorted(MODELS), default="default")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -203,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         for gb in args.sizes:
             planes = max(1, round(gb * 1e9 / (2 * EDGE * EDGE)))
             t0 = time.perf_counter()
-            stacks = build_stacks(vol, planes, work, args.formats)
+            formats = [
+                f
+                for f in args.formats
+                if f != "tif" or args.tif_max_gb is None or gb <= args.tif_max_gb
+            ]
+            stacks = build_stacks(vol, planes, work, formats)
             print(
                 f"built {planes} x {EDGE}^2 in {time.perf_counter() - t0:.0f} s",
                 file=sys.stderr,

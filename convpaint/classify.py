@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from convpaint.config import RandomForestConfig
+from convpaint.config import PLANE_TREES, RandomForestConfig
 from convpaint.errors import DataError
 from convpaint.forest import Forest
 from convpaint.warnings import ConvpaintWarning
@@ -51,7 +51,7 @@ def make_forest(
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(
-        n_estimators=config.n_estimators if n_estimators is None else n_estimators,
+        n_estimators=n_estimators or config.n_estimators or PLANE_TREES,
         max_depth=config.max_depth,
         min_samples_leaf=config.min_samples_leaf,
         max_features=config.max_features,

@@ -82,12 +82,15 @@ class TrainResult:
 
 
 def explicit_features(config: Config, *, colour: bool, stack: bool = False) -> Config:
-    """The config with `features.extractors: auto` replaced by the measured default
-    for the training images (what the model stores and `check` shows)."""
-    if config.features.extractors != "auto":
+    """The config with `features.extractors: auto` and `classifier.n_estimators:
+    null` replaced by the measured defaults for the training images (what the model
+    stores and `check` shows)."""
+    if config.features.extractors != "auto" and config.classifier.n_estimators:
         return config
     config = config.model_copy(deep=True)
-    config.features.extractors = config.features.resolved(colour, stack)
+    if config.features.extractors == "auto":
+        config.features.extractors = config.features.resolved(colour, stack)
+    config.classifier.n_estimators = config.classifier.resolved_trees(stack)
     return config
 
 

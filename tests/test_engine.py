@@ -421,3 +421,35 @@ def test_stack_default_is_the_3d_filter_bank(stack: dict, tmp_path: Path) -> Non
     features = parse_config({"features": [{"name": "vgg16"}]}).features
     assert features.resolved_dims(True) == "views"
     assert features.resolved_dims(False) == "planes"
+
+
+def test_default_tree_count_follows_the_data(stack: dict, tmp_path: Path) -> None:
+    """n_estimators left out: 100 trees on a Z stack, 50 on a 2-D image (its first
+    plane); a number in the config is kept. The model's config says which."""
+    from convpaint.config import PLANE_TREES, STACK_TREES
+    from convpaint.model_io import load_model
+
+    plane = tmp_path / "plane.tif"
+    plane_scr = tmp_path / "plane_scr.tif"
+    image, scribbles = tifffile.imread(stack["image"]), tifffile.imread(stack["scribbles"])
+    z = int(np.argmax((scribbles > 0).sum(axis=(1, 2))))
+    tifffile.imwrite(plane, image[z])
+    tifffile.imwrite(plane_scr, scribbles[z])
+
+    def trees(img: Path, ann: Path, classifier: dict) -> tuple[int, object]:
+        raw = {
+            "features": [{"name": "filters", "sigmas": [1.0]}],
+            "classifier": {"seed": 0, **classifier},
+            "train": {
+                "images": [str(img)],
+                "annotations": [str(ann)],
+                "model": str(tmp_path / f"{img.stem}.cpm"),
+                "report": False,
+            },
+        }
+        model = load_model(api.train(parse_config(raw), overwrite=True).model)
+        return model.forest.n_trees, model.meta["config"]["classifier"]["n_estimators"]
+
+    assert trees(stack["image"], stack["scribbles"], {}) == (STACK_TREES, STACK_TREES)
+    assert trees(plane, plane_scr, {}) == (PLANE_TREES, PLANE_TREES)
+    assert trees(plane, plane_scr, {"n_estimators": 7}) == (7, 7)

@@ -1,7 +1,7 @@
 """Pydantic models of the config file, and loading/saving it."""
 
 from .base import StrictModel
-from .classifier import RandomForestConfig
+from .classifier import PLANE_TREES, STACK_TREES, RandomForestConfig
 from .data import SUPPORTED_AXES, check_axes
 from .features import (
     STACK_SIGMAS,
@@ -17,7 +17,9 @@ from .tiling import ClusterConfig, TileShape, TilingConfig
 
 __all__ = [
     "CONFIG_VERSION",
+    "PLANE_TREES",
     "STACK_SIGMAS",
+    "STACK_TREES",
     "SUPPORTED_AXES",
     "ClusterConfig",
     "Config",
