@@ -10,6 +10,7 @@ throughput (Mvoxel/s) and peak resident memory (the process's VmHWM) per size.
     python benchmarks/stack_memory.py                     # 1, 4 and 16 GB
     python benchmarks/stack_memory.py --sizes 0.25 1 --formats zarr
     python benchmarks/stack_memory.py --model planes --sizes 1 4 16 --tif-max-gb 1
+    python benchmarks/stack_memory.py --model planes --sizes 4 --formats zarr --append
 
 Writes ``results/stack_memory.md`` and ``results/stack_memory.png``. The stacks are
 built in ``--workdir`` (default: a temporary folder; they need about 2.5x the largest
@@ -198,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep this model's earlier rows (other sizes) in the results",
+    )
+    parser.add_argument(
         "--output", type=Path, default=HERE / "results" / "stack_memory.md"
     )
     args = parser.parse_args(argv)
@@ -248,7 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     # results accumulate per model: one table per model, one plot over all runs
     raw = args.output.with_suffix(".json")
     runs = json.loads(raw.read_text()) if raw.exists() else []
-    runs = [r for r in runs if r.get("model") != args.model] + rows
+    done = {(r["shape"], r["format"]) for r in rows}
+    runs = [
+        r
+        for r in runs
+        if r.get("model") != args.model
+        or (args.append and (r["shape"], r["format"]) not in done)
+    ] + rows
+    runs.sort(key=lambda r: (r["model"], r["size_gb"], r["format"]))
     raw.write_text(json.dumps(runs, indent=1))
     tables = []
     for model in sorted({r["model"] for r in runs}):
@@ -282,7 +295,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3.2))
+    fig = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for key in sorted({(r.get("model", "default"), r["format"]) for r in rows}):
@@ -292,17 +305,22 @@ def _plot(rows: list[dict], path: Path) -> None:
         )
         sizes = [r["size_gb"] for r in rs]
         label = f"{key[0]} model, {key[1]} input"
-        ax1.plot(sizes, [r["peak_rss_mib"] for r in rs], marker="o", label=label)
+        ax1.plot(sizes, [r["peak_rss_mib"] / 1024 for r in rs], marker="o", label=label)
         ax2.plot(sizes, [r["mvox_s"] for r in rs], marker="o", label=label)
-    for ax, label in ((ax1, "peak RSS (MiB)"), (ax2, "Mvoxel/s")):
+    ticks = sorted({round(r["size_gb"], 2) for r in rows})
+    for ax, label in ((ax1, "peak RSS (GiB)"), (ax2, "Mvoxel/s")):
         ax.set_xscale("log")
-        ax.set_xlabel("stack size (GB)")
+        ax.minorticks_off()
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel("stack size (GB, uint16)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
-    ax1.set_ylim(bottom=0)
+    ax1.set_ylim(0, 2.2)
+    ax1.axhline(2e9 / 2**30, color="grey", linestyle=":", linewidth=1)  # 2 GB
     ax2.set_ylim(bottom=0)
-    fig.tight_layout()
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=90)
 
 
