@@ -55,8 +55,10 @@ _MARK = "@@MEMORY@@"
 FEATURES: dict[str, list[dict] | None] = {
     "default": None,
     "filters": [{"name": "filters"}],
-    "vgg16+filters": [{"name": "vgg16", "layers": ["conv1_1"], "scalings": [1, 2, 4]},
-                      {"name": "filters"}],
+    "vgg16+filters": [
+        {"name": "vgg16", "layers": ["conv1_1"], "scalings": [1, 2, 4]},
+        {"name": "filters"},
+    ],
 }
 
 #: Code run in each fresh child process. argv[1] is a JSON job description; the
@@ -113,7 +115,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from err
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
@@ -168,13 +172,17 @@ def write_synthetic_image(path: Path, size: int, seed: int = 0) -> None:
             block = np.rot90(base, k=int(rng.integers(4)))
             if rng.integers(2):
                 block = block[:, ::-1]
-            noisy = block + rng.normal(0.0, 1.0, block.shape).astype(np.float32) * np.sqrt(
-                np.maximum(block, 1.0)
-            )
+            noisy = block + rng.normal(0.0, 1.0, block.shape).astype(
+                np.float32
+            ) * np.sqrt(np.maximum(block, 1.0))
             yield np.clip(noisy, 0, 65535).astype(np.uint16)
 
     tifffile.imwrite(
-        path, data=tiles(), shape=(size, size), dtype="uint16", tile=(FILE_TILE, FILE_TILE)
+        path,
+        data=tiles(),
+        shape=(size, size),
+        dtype="uint16",
+        tile=(FILE_TILE, FILE_TILE),
     )
 
 
@@ -184,14 +192,19 @@ def run_child(job: dict) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, _MARK, json.dumps(job)],
-        capture_output=True, text=True, env=env, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
     )
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_MARK)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"child process failed (exit code {proc.returncode}) for job {job}")
-    out = json.loads(lines[-1][len(_MARK):])
+        raise SystemExit(
+            f"child process failed (exit code {proc.returncode}) for job {job}"
+        )
+    out = json.loads(lines[-1][len(_MARK) :])
     out["process_s"] = wall
     return out
 
@@ -236,7 +249,9 @@ def conclusion(rows: list[dict], baseline_mib: float) -> list[str]:
             if (s, t0) in by and (s, t1) in by and s > t0:
                 a, b = by[(s, t0)]["peak_mib"], by[(s, t1)]["peak_mib"]
                 eff = min(t1, s)
-                note = f" (effective tile {eff}, the image is smaller)" if eff < t1 else ""
+                note = (
+                    f" (effective tile {eff}, the image is smaller)" if eff < t1 else ""
+                )
                 out.append(
                     f"image {s}²: peak RSS grows x{b / a:.2f} ({a:.0f} -> {b:.0f} MiB) from "
                     f"tile {t0} to tile {t1}{note}, x{(eff / t0) ** 2:.0f} more pixels per tile"
@@ -260,15 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--sizes", type=_int_list, default=[1024, 3072],
+        "--sizes",
+        type=_int_list,
+        default=[1024, 3072],
         help="edges (px) of the square synthetic test images, comma-separated",
     )
     parser.add_argument(
-        "--tiles", type=_int_list, default=[256, 1024],
+        "--tiles",
+        type=_int_list,
+        default=[256, 1024],
         help="prediction tile sizes (tiling.tile_size), comma-separated",
     )
     parser.add_argument(
-        "--features", choices=list(FEATURES), default="default",
+        "--features",
+        choices=list(FEATURES),
+        default="default",
         help="model features: convpaint's defaults (what a config without a features "
         "section gets: 'auto'), the classical filter bank only, or VGG16 conv1_1 at "
         "scalings 1, 2, 4 plus the filter bank (249 features, ~4x slower, ~3 GiB per "
@@ -278,17 +299,22 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=2, help="tiling.threads for every prediction"
     )
     parser.add_argument(
-        "--probabilities", action="store_true",
+        "--probabilities",
+        action="store_true",
         help="also write probability maps (the writer's memory map then holds "
         "4 bytes per class per pixel more)",
     )
     parser.add_argument(
-        "--workdir", type=Path, default=None,
+        "--workdir",
+        type=Path,
+        default=None,
         help="folder for the model, test images and predictions (kept); default: a "
         "temporary folder, removed at the end",
     )
     parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT,
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
         help="markdown file the results table is written to",
     )
     args = parser.parse_args(argv)
@@ -317,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s"
             )
 
-        base = run_child({"kind": "baseline", "model": str(model), "threads": args.threads})
+        base = run_child(
+            {"kind": "baseline", "model": str(model), "threads": args.threads}
+        )
         baseline_mib = _mib(base["VmHWM"])
         print(
             f"baseline (fresh process: import torch + convpaint, load the model): "
@@ -325,7 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         rows = []
-        headers = ["image", "Mpx", "tile", "tiles", "peak RSS MiB", "above baseline", "wall s", "Mpx/s"]
+        headers = [
+            "image",
+            "Mpx",
+            "tile",
+            "tiles",
+            "peak RSS MiB",
+            "above baseline",
+            "wall s",
+            "Mpx/s",
+        ]
         widths = [11, 6, 5, 5, 12, 14, 7, 6]
         print()
         print(_fmt_row(headers, widths), flush=True)
@@ -333,25 +370,43 @@ def main(argv: list[str] | None = None) -> int:
             for tile in sorted(set(args.tiles)):
                 out_dir = workdir / f"pred_{size}_{tile}"
                 job = {
-                    "kind": "predict", "model": str(model), "image": str(images[size]),
-                    "out_dir": str(out_dir), "tile": tile, "threads": args.threads,
+                    "kind": "predict",
+                    "model": str(model),
+                    "image": str(images[size]),
+                    "out_dir": str(out_dir),
+                    "tile": tile,
+                    "threads": args.threads,
                     "probabilities": args.probabilities,
                 }
                 m = run_child(job)
                 shutil.rmtree(out_dir, ignore_errors=True)
                 mpx = size * size / 1e6
                 row = {
-                    "size": size, "tile": tile, "tiles": n_tiles(size, tile), "mpx": mpx,
+                    "size": size,
+                    "tile": tile,
+                    "tiles": n_tiles(size, tile),
+                    "mpx": mpx,
                     "peak_mib": _mib(m["VmHWM"]),
-                    "predict_s": m["predict_s"], "process_s": m["process_s"],
+                    "predict_s": m["predict_s"],
+                    "process_s": m["process_s"],
                 }
                 rows.append(row)
-                print(_fmt_row([
-                    f"{size}x{size}", f"{mpx:.1f}", str(tile), str(row["tiles"]),
-                    f"{row['peak_mib']:.0f}",
-                    f"{row['peak_mib'] - baseline_mib:+.0f}", f"{m['predict_s']:.1f}",
-                    f"{mpx / m['predict_s']:.3f}",
-                ], widths), flush=True)
+                print(
+                    _fmt_row(
+                        [
+                            f"{size}x{size}",
+                            f"{mpx:.1f}",
+                            str(tile),
+                            str(row["tiles"]),
+                            f"{row['peak_mib']:.0f}",
+                            f"{row['peak_mib'] - baseline_mib:+.0f}",
+                            f"{m['predict_s']:.1f}",
+                            f"{mpx / m['predict_s']:.3f}",
+                        ],
+                        widths,
+                    ),
+                    flush=True,
+                )
 
         lines = conclusion(rows, baseline_mib)
         print()
