@@ -18,6 +18,36 @@ from convpaint._version import __version__
 logger = logging.getLogger(__name__)
 
 
+#: Arrays larger than this are given back to the system when freed (glibc).
+_MMAP_THRESHOLD = 4 * 2**20
+
+
+def return_freed_memory() -> bool:
+    """Make glibc hand large freed arrays back to the system at once.
+
+    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed,
+    after which the 10-30 MB temporaries of each tile come from the heap, which
+    fragments and never shrinks: a stack prediction's peak then creeps up with the
+    number of tiles. A fixed 4 MiB threshold keeps such arrays out of the heap
+    (`benchmarks/stack_memory.py`, default model, 0.25 GB stack: peak 1.30 GiB
+    instead of 1.51 GiB, throughput within 2 %). Does nothing elsewhere than glibc,
+    or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's choice). Returns whether
+    the setting was applied.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return False
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3  # malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def available_cpus() -> int:
     """CPUs this process may use: affinity mask, capped by SLURM's allocation."""
     try:
