@@ -47,7 +47,9 @@ import numpy as np
 import tifffile
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(os.environ.get("CONVPAINT_BENCHDATA", ROOT.parent / "shared" / "benchdata"))
+BENCH = Path(
+    os.environ.get("CONVPAINT_BENCHDATA", ROOT.parent / "shared" / "benchdata")
+)
 README_START = "<!-- bad-inputs:start -->"
 README_END = "<!-- bad-inputs:end -->"
 #: Seconds a separate-process case may run (a hang is reported as a failure); less for
@@ -135,7 +137,9 @@ class Shared:
         api.train(parse_config(self.train_raw(self.model)))
         self._five: Path | None = None
 
-    def train_raw(self, model: Path, images: Path | None = None, axes: str = "YX") -> dict:
+    def train_raw(
+        self, model: Path, images: Path | None = None, axes: str = "YX"
+    ) -> dict:
         return {
             "features": [{"name": "filters", "sigmas": [1.0, 3.0]}],
             "classifier": {"n_estimators": 8, "seed": 0},
@@ -204,7 +208,11 @@ class Kit:
         body = "\n".join(f"  {k}: {v}" for k, v in keys.items())
         return self.config(
             "features: [{name: filters, sigmas: [1.0]}]\n"
-            "classifier: {n_estimators: 4, seed: 0}\n" + extra + "train:\n" + body + "\n"
+            "classifier: {n_estimators: 4, seed: 0}\n"
+            + extra
+            + "train:\n"
+            + body
+            + "\n"
         )
 
     def predict(self, *inputs: Any, extra: tuple = ()) -> Run:
@@ -247,7 +255,9 @@ class Kit:
             }
         if meta is not None:
             meta(info)
-        entries["model.json"] = raw_json if raw_json is not None else json.dumps(info).encode()
+        entries["model.json"] = (
+            raw_json if raw_json is not None else json.dumps(info).encode()
+        )
         entries.update(extra or {})
         path = self.dir / "crafted.cpm"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -315,38 +325,73 @@ def _(k: Kit) -> Run:
 
 @case("config: misspelled nested key")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "n_estimators", "n_trees"))])
+    return Run(
+        [
+            "train",
+            k.config(k.train_config().read_text().replace("n_estimators", "n_trees")),
+        ]
+    )
 
 
 @case("config: wrong type (n_estimators: many)")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "n_estimators: 4", "n_estimators: many"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config()
+                .read_text()
+                .replace("n_estimators: 4", "n_estimators: many")
+            ),
+        ]
+    )
 
 
 @case("config: n_estimators: 1000000000")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "n_estimators: 4", "n_estimators: 1000000000"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config()
+                .read_text()
+                .replace("n_estimators: 4", "n_estimators: 1000000000")
+            ),
+        ]
+    )
 
 
 @case("config: n_estimators: 0")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "n_estimators: 4", "n_estimators: 0"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config()
+                .read_text()
+                .replace("n_estimators: 4", "n_estimators: 0")
+            ),
+        ]
+    )
 
 
 @case("config: negative seed")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "seed: 0", "seed: -1"))])
+    return Run(
+        ["train", k.config(k.train_config().read_text().replace("seed: 0", "seed: -1"))]
+    )
 
 
 @case("config: seed beyond 2**32")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "seed: 0", "seed: 1099511627776"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config().read_text().replace("seed: 0", "seed: 1099511627776")
+            ),
+        ]
+    )
 
 
 @case("config: max_features: .nan")
@@ -412,14 +457,26 @@ def _(k: Kit) -> Run:
 
 @case("config: unknown extractor name")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "name: filters", "name: filterz"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config().read_text().replace("name: filters", "name: filterz")
+            ),
+        ]
+    )
 
 
 @case("config: negative filter sigma")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(k.train_config().read_text().replace(
-        "sigmas: [1.0]", "sigmas: [-1.0]"))])
+    return Run(
+        [
+            "train",
+            k.config(
+                k.train_config().read_text().replace("sigmas: [1.0]", "sigmas: [-1.0]")
+            ),
+        ]
+    )
 
 
 @case("config: invalid axes (ABC)")
@@ -439,34 +496,64 @@ def _(k: Kit) -> Run:
 
 @case("config: output_name without {stem}")
 def _(k: Kit) -> Run:
-    return Run(["predict", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.image}], output_name: labels}}\n")])
+    return Run(
+        [
+            "predict",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.image}], output_name: labels}}\n"
+            ),
+        ]
+    )
 
 
 @case("config: output_name escaping the output folder (../)")
 def _(k: Kit) -> Run:
-    return Run(["predict", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.image}], "
-        "output_name: '../{stem}'}\n")])
+    return Run(
+        [
+            "predict",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.image}], "
+                "output_name: '../{stem}'}\n"
+            ),
+        ]
+    )
 
 
 @case("config: output_name with an unknown field ({stem.__class__})")
 def _(k: Kit) -> Run:
-    return Run(["predict", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.image}], "
-        "output_name: '{stem.__class__}'}\n")])
+    return Run(
+        [
+            "predict",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.image}], "
+                "output_name: '{stem.__class__}'}\n"
+            ),
+        ]
+    )
 
 
 @case("config: predict.format: png")
 def _(k: Kit) -> Run:
-    return Run(["predict", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.image}], format: png}}\n")])
+    return Run(
+        [
+            "predict",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.image}], format: png}}\n"
+            ),
+        ]
+    )
 
 
 @case("config: predict.on_error: ignore")
 def _(k: Kit) -> Run:
-    return Run(["predict", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.image}], on_error: ignore}}\n")])
+    return Run(
+        [
+            "predict",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.image}], on_error: ignore}}\n"
+            ),
+        ]
+    )
 
 
 @case("config: `predict CONFIG` without a predict section")
@@ -476,7 +563,9 @@ def _(k: Kit) -> Run:
 
 @case("config: `train CONFIG` without a train section")
 def _(k: Kit) -> Run:
-    return Run(["train", k.config(f"predict: {{model: {k.model}, inputs: [{k.image}]}}\n")])
+    return Run(
+        ["train", k.config(f"predict: {{model: {k.model}, inputs: [{k.image}]}}\n")]
+    )
 
 
 # ----------------------------------------------------------------------- training data
@@ -523,8 +612,16 @@ def _(k: Kit) -> Run:
     b = k.tif("b.tif", np.zeros((3, 160, 192), np.uint8), photometric="minisblack")
     for name in ("a_scr.tif", "b_scr.tif"):
         shutil.copy(k.scribbles, k.dir / name)
-    return Run(["train", k.train_config(
-        images=f"[{a}, {b}]", annotations=f"{k.dir}/{{stem}}_scr.tif", axes="CYX")])
+    return Run(
+        [
+            "train",
+            k.train_config(
+                images=f"[{a}, {b}]",
+                annotations=f"{k.dir}/{{stem}}_scr.tif",
+                axes="CYX",
+            ),
+        ]
+    )
 
 
 @case("train: the model path is an existing folder (--overwrite)")
@@ -713,13 +810,16 @@ def _(k: Kit) -> Run:
 @case("model: truncated zip")
 def _(k: Kit) -> Run:
     data = k.model.read_bytes()
-    return Run(["predict", "-m", k.file("m.cpm", data[: len(data) // 2]), "-o", k.out,
-                k.image])
+    return Run(
+        ["predict", "-m", k.file("m.cpm", data[: len(data) // 2]), "-o", k.out, k.image]
+    )
 
 
 @case("model: model.json is not JSON")
 def _(k: Kit) -> Run:
-    return Run(["predict", "-m", k.crafted_model(raw_json=b"{oops"), "-o", k.out, k.image])
+    return Run(
+        ["predict", "-m", k.crafted_model(raw_json=b"{oops"), "-o", k.out, k.image]
+    )
 
 
 @case("model: an unknown entry in the zip")
@@ -774,7 +874,9 @@ def _(k: Kit) -> Run:
 def _(k: Kit) -> Run:
     def edit(a: dict[str, np.ndarray]) -> None:
         left = a["left_child"]
-        node = int(np.flatnonzero(left[1:] > 0)[0]) + 1  # an internal node, not the root
+        node = (
+            int(np.flatnonzero(left[1:] > 0)[0]) + 1
+        )  # an internal node, not the root
         left[node] = node
 
     path = k.crafted_model(arrays=edit)
@@ -815,15 +917,28 @@ def _(k: Kit) -> Run:
     for sub in ("a", "b"):
         (k.dir / "raw" / sub).mkdir(parents=True)
         shutil.copy(k.image, k.dir / "raw" / sub / "x.tif")
-    return k.predict(f"{k.dir}/raw/**/*.tif", extra=("--skip-existing", "--shard", "0/4"))
+    return k.predict(
+        f"{k.dir}/raw/**/*.tif", extra=("--skip-existing", "--shard", "0/4")
+    )
 
 
 @case("outputs: the output would replace its input")
 def _(k: Kit) -> Run:
     src = k.dir / "x.tif"
     shutil.copy(k.image, src)
-    return Run(["predict", "-m", k.model, "-o", k.dir, src, "--output-name", "{stem}",
-                "--overwrite"])
+    return Run(
+        [
+            "predict",
+            "-m",
+            k.model,
+            "-o",
+            k.dir,
+            src,
+            "--output-name",
+            "{stem}",
+            "--overwrite",
+        ]
+    )
 
 
 @case("outputs: the output folder is a file")
@@ -901,8 +1016,14 @@ def _(k: Kit) -> Run:
 
 @case("check: predict inputs that do not exist")
 def _(k: Kit) -> Run:
-    return Run(["check", k.config(
-        f"predict: {{model: {k.model}, inputs: [{k.dir}/missing/*.tif]}}\n")])
+    return Run(
+        [
+            "check",
+            k.config(
+                f"predict: {{model: {k.model}, inputs: [{k.dir}/missing/*.tif]}}\n"
+            ),
+        ]
+    )
 
 
 @case("info: not a model file")
@@ -979,8 +1100,12 @@ def _(k: Kit) -> Run:
 @case("cli: --shard auto in an array with indices 1,3,7")
 def _(k: Kit) -> Run:
     run = k.predict(k.image, extra=("--shard", "auto"))
-    run.env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1",
-               "SLURM_ARRAY_TASK_MAX": "7", "SLURM_ARRAY_TASK_COUNT": "3"}
+    run.env = {
+        "SLURM_ARRAY_TASK_ID": "3",
+        "SLURM_ARRAY_TASK_MIN": "1",
+        "SLURM_ARRAY_TASK_MAX": "7",
+        "SLURM_ARRAY_TASK_COUNT": "3",
+    }
     return run
 
 
@@ -1018,11 +1143,17 @@ def _(k: Kit) -> Run:
 
 # ============================================================================ running
 
-_MARKUP = re.compile(r"\[/?(?:bold|red|green|yellow|blue|dim|italic|underline)\b[^\]]*\]|\[/\]")
+_MARKUP = re.compile(
+    r"\[/?(?:bold|red|green|yellow|blue|dim|italic|underline)\b[^\]]*\]|\[/\]"
+)
 
 
 def _files(folder: Path) -> set[str]:
-    return {str(p) for p in folder.rglob("*") if not p.is_dir()} if folder.exists() else set()
+    return (
+        {str(p) for p in folder.rglob("*") if not p.is_dir()}
+        if folder.exists()
+        else set()
+    )
 
 
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
@@ -1040,7 +1171,9 @@ def _first_message(stderr: str) -> str:
     return lines[0] if lines else ""
 
 
-def _judge(case: Case, code: int | None, stdout: str, stderr: str, crash: str) -> list[str]:
+def _judge(
+    case: Case, code: int | None, stdout: str, stderr: str, crash: str
+) -> list[str]:
     problems = []
     if code == 0:
         problems.append("exit 0: the input was accepted")
@@ -1076,7 +1209,9 @@ def run_in_process(run: Run) -> tuple[int | None, str, str, str]:
 
 def _start_process(run: Run) -> subprocess.Popen:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
     for key, value in (run.env or {}).items():
         if value is None:
             env.pop(key, None)
@@ -1090,8 +1225,12 @@ def _start_process(run: Run) -> subprocess.Popen:
 
     return subprocess.Popen(
         [sys.executable, "-m", "convpaint", *(str(a) for a in run.args)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, preexec_fn=preexec,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=preexec,
     )
 
 
@@ -1117,8 +1256,18 @@ def run_catalogue(
         run = c.build(kit)
         return run, kit, _files(kit.dir)
 
-    def finish(i: int, c: Case, run: Run, kit: Kit, before: set[str],
-               code: int | None, out: str, err: str, crash: str, seconds: float) -> None:
+    def finish(
+        i: int,
+        c: Case,
+        run: Run,
+        kit: Kit,
+        before: set[str],
+        code: int | None,
+        out: str,
+        err: str,
+        crash: str,
+        seconds: float,
+    ) -> None:
         if run.after is not None:
             run.after()
         problems = _judge(c, code, out, err, crash)
@@ -1128,7 +1277,9 @@ def run_catalogue(
         message = _first_message(err).replace(str(kit.dir), "<dir>")
         message = message.replace(str(shared.dir), "<data>")
         # what changes from run to run: this machine, process and time
-        message = re.sub(r"host [^,]+, pid \d+, since \S+?;", "host H, pid P, since T;", message)
+        message = re.sub(
+            r"host [^,]+, pid \d+, since \S+?;", "host H, pid P, since T;", message
+        )
         outcomes[i] = Outcome(c, code, message, problems, seconds)
 
     for i, c in enumerate(cases):
@@ -1152,8 +1303,9 @@ def run_catalogue(
             proc.kill()
             out, err = proc.communicate()
             code = None
-        finish(i, cases[i], run, kit, before, code, out, err, "",
-               time.perf_counter() - t0)
+        finish(
+            i, cases[i], run, kit, before, code, out, err, "", time.perf_counter() - t0
+        )
     if own:
         shutil.rmtree(base, ignore_errors=True)
     return [outcomes[i] for i in range(len(cases))]
@@ -1182,7 +1334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument(
-        "--update-readme", action="store_true",
+        "--update-readme",
+        action="store_true",
         help=f"replace the table between {README_START} and {README_END} in README.md",
     )
     args = parser.parse_args(argv)

@@ -113,14 +113,16 @@ def assert_halo_suffices(pipe: object, image: np.ndarray, tile: tuple) -> None:
     )
     ref = pipe.compute(read_block(stack, big), trim)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(
-        pipe.compute(read_block(stack, block), block.trim), ref  # type: ignore[attr-defined]
+        pipe.compute(read_block(stack, block), block.trim),
+        ref,  # type: ignore[attr-defined]
     )
     changed = stack.copy()
     mask = np.ones(changed.shape[1:], bool)
     mask[tuple(slice(max(e0, 0), e1) for e0, e1 in block.extended)] = False
     changed[:, mask] = 100.0
     np.testing.assert_array_equal(
-        pipe.compute(read_block(changed, block), block.trim), ref  # type: ignore[attr-defined]
+        pipe.compute(read_block(changed, block), block.trim),
+        ref,  # type: ignore[attr-defined]
     )
 
 

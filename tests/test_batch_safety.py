@@ -31,7 +31,9 @@ def run(*args: object, **kwargs: object):  # -> click.testing.Result
 
 def files_under(folder: Path) -> list[str]:
     """Every file (not folder) below ``folder``, relative, sorted."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,9 @@ def fast_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not BENCH.is_dir():
         pytest.skip("benchmark data not found")
     d = tmp_path_factory.mktemp("fast_model")
-    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/0.png"))[:160, :192]
+    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/0.png"))[
+        :160, :192
+    ]
     scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/0_scribbles.tif")[
         :160, :192
     ]
@@ -87,13 +91,32 @@ def test_colliding_names_are_refused_over_the_whole_list_before_sharding(
     them) and nothing is written; {relpath} mirrors the folders and predicts all."""
     out = tree / "out"
     for shard in ("0/3", "1/3", "2/3"):
-        res = run("predict", "-m", fast_model, "-o", out, "--shard", shard, "-q",
-                  "--skip-existing", str(tree / "raw/**/*.tif"))
+        res = run(
+            "predict",
+            "-m",
+            fast_model,
+            "-o",
+            out,
+            "--shard",
+            shard,
+            "-q",
+            "--skip-existing",
+            str(tree / "raw/**/*.tif"),
+        )
         assert res.exit_code == 1, res.output
         assert "would both write" in res.stderr and "{relpath}" in res.stderr
     assert not out.exists()
-    res = run("predict", "-m", fast_model, "-o", out, "-q", "--output-name",
-              "{relpath}/{stem}_labels", str(tree / "raw/**/*.tif"))
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        out,
+        "-q",
+        "--output-name",
+        "{relpath}/{stem}_labels",
+        str(tree / "raw/**/*.tif"),
+    )
     assert res.exit_code == 0, res.output
     assert files_under(out) == ["a/x_labels.tif", "b/x_labels.tif", "b/y[1]_labels.tif"]
 
@@ -104,9 +127,14 @@ def test_relpath_base_depends_on_the_patterns_not_on_the_matches(tree: Path) -> 
     from convpaint.batch import plan_batch
 
     pattern = str(tree / "raw/**/*.tif")
-    before = {p.name: o.labels for p, o in plan_batch(
-        [str(tree / "raw/a/*.tif")], tree / "o", output_name="{relpath}/{stem}_labels"
-    ).items}
+    before = {
+        p.name: o.labels
+        for p, o in plan_batch(
+            [str(tree / "raw/a/*.tif")],
+            tree / "o",
+            output_name="{relpath}/{stem}_labels",
+        ).items
+    }
     assert before["x.tif"] == tree / "o/x_labels.tif"  # base: raw/a
     first = plan_batch([pattern], tree / "o", output_name="{relpath}/{stem}_labels")
     (tree / "raw/c").mkdir()
@@ -122,24 +150,44 @@ def test_frozen_list_shards_and_plan(tree: Path, fast_model: Path) -> None:
     res = run("plan", str(tree / "raw/**/*.tif"))
     assert res.exit_code == 0, res.output
     listed = res.stdout.splitlines()
-    assert listed == [str(tree / p) for p in ("raw/a/x.tif", "raw/b/x.tif", "raw/b/y[1].tif")]
+    assert listed == [
+        str(tree / p) for p in ("raw/a/x.tif", "raw/b/x.tif", "raw/b/y[1].tif")
+    ]
     (tree / "list.txt").write_text(res.stdout)
     tifffile.imwrite(tree / "raw/a/new.tif", np.zeros((30, 30), np.uint8))  # changes
     got = []
     for i in range(2):
-        res = run("plan", "-", "--shard", f"{i}/2", input=(tree / "list.txt").read_text())
+        res = run(
+            "plan", "-", "--shard", f"{i}/2", input=(tree / "list.txt").read_text()
+        )
         assert res.exit_code == 0, res.output
         got += res.stdout.splitlines()
     assert sorted(got) == listed
     out = tree / "out"
-    res = run("predict", "-m", fast_model, "-o", out, "--inputs-from", tree / "list.txt",
-              "--output-name", "{relpath}/{stem}_labels", "--shard", "1/2", "-q")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        out,
+        "--inputs-from",
+        tree / "list.txt",
+        "--output-name",
+        "{relpath}/{stem}_labels",
+        "--shard",
+        "1/2",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     assert files_under(out) == ["b/x_labels.tif"]
     # a listed file that vanished is named with its line number
     (tree / "raw/b/x.tif").unlink()
-    res = run("predict", "-m", fast_model, "-o", out, "--inputs-from", tree / "list.txt")
-    assert res.exit_code == 1 and "line 2" in res.stderr and "does not exist" in res.stderr
+    res = run(
+        "predict", "-m", fast_model, "-o", out, "--inputs-from", tree / "list.txt"
+    )
+    assert (
+        res.exit_code == 1 and "line 2" in res.stderr and "does not exist" in res.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -172,23 +220,32 @@ def test_shard_auto_reads_the_slurm_array(env: dict, expected: object) -> None:
 
 def test_shard_auto_on_the_command_line(tree: Path, fast_model: Path) -> None:
     """--shard auto takes the task's share; outside an array it is a usage error."""
-    env = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1",
-           "SLURM_ARRAY_TASK_MAX": "3", "SLURM_ARRAY_TASK_COUNT": "3"}
+    env = {
+        "SLURM_ARRAY_TASK_ID": "2",
+        "SLURM_ARRAY_TASK_MIN": "1",
+        "SLURM_ARRAY_TASK_MAX": "3",
+        "SLURM_ARRAY_TASK_COUNT": "3",
+    }
     res = run("plan", str(tree / "raw/**/*.tif"), "--shard", "auto", env=env)
     assert res.exit_code == 0 and res.stdout.splitlines() == [str(tree / "raw/b/x.tif")]
-    res = run("plan", str(tree / "raw"), "--shard", "auto",
-              env={"SLURM_ARRAY_TASK_ID": None})
+    res = run(
+        "plan", str(tree / "raw"), "--shard", "auto", env={"SLURM_ARRAY_TASK_ID": None}
+    )
     assert res.exit_code == 2 and "SLURM_ARRAY_TASK_ID" in res.output
 
 
 # ---------------------------------------------------------------- items 6, 7, 11
 
 
-def test_stdin_list_json_lines_and_literal_brackets(tree: Path, fast_model: Path) -> None:
+def test_stdin_list_json_lines_and_literal_brackets(
+    tree: Path, fast_model: Path
+) -> None:
     """'-' reads paths from stdin; --json prints one object per input and a summary,
     nothing else on stdout; names with '[' are literal paths, not patterns."""
     paths = "\n".join(str(tree / p) for p in ("raw/b/y[1].tif", "raw/a/x.tif")) + "\n"
-    res = run("predict", "-m", fast_model, "-o", tree / "out", "-", "--json", input=paths)
+    res = run(
+        "predict", "-m", fast_model, "-o", tree / "out", "-", "--json", input=paths
+    )
     assert res.exit_code == 0, res.output
     records = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["type"] for r in records] == ["input", "input", "summary"]
@@ -209,8 +266,16 @@ def test_human_lines_are_literal_and_unwrapped(tree: Path, fast_model: Path) -> 
     names = ["[bold red]x.tif", "new\nline.tif", "a" * 150 + ".tif"]
     for n in names:
         tifffile.imwrite(odd / n, img)
-    res = run("predict", "-m", fast_model, "-o", tree / "out", odd, "-q",
-              env={"COLUMNS": "40"})
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        tree / "out",
+        odd,
+        "-q",
+        env={"COLUMNS": "40"},
+    )
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert len(lines) == 4 and lines[-1].startswith("3 predicted")
@@ -225,8 +290,16 @@ def test_keep_going_records_failures(tree: Path, fast_model: Path) -> None:
     summary); without it the run stops there, still reporting what finished."""
     (tree / "raw/b/bad.tif").write_bytes(b"II*\x00 not a tiff")
     pattern = str(tree / "raw/b/*.tif")  # bad.tif, x.tif, y[1].tif
-    res = run("predict", "-m", fast_model, "-o", tree / "o1", pattern, "--json",
-              "--keep-going")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        tree / "o1",
+        pattern,
+        "--json",
+        "--keep-going",
+    )
     assert res.exit_code == 1
     rec = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r.get("status") for r in rec[:3]] == ["failed", "done", "done"]
@@ -236,11 +309,15 @@ def test_keep_going_records_failures(tree: Path, fast_model: Path) -> None:
     assert files_under(tree / "o1") == ["x_labels.tif", "y[1]_labels.tif"]
     # config form: predict.on_error: continue does the same
     cfg = tree / "c.yaml"
-    cfg.write_text(f"predict:\n  model: {fast_model}\n  inputs: ['{pattern}']\n"
-                   "  output_dir: o3\n  on_error: continue\n")
+    cfg.write_text(
+        f"predict:\n  model: {fast_model}\n  inputs: ['{pattern}']\n"
+        "  output_dir: o3\n  on_error: continue\n"
+    )
     res = run("predict", cfg, "-q")
     assert res.exit_code == 1 and files_under(tree / "o3") == [
-        "x_labels.tif", "y[1]_labels.tif"]
+        "x_labels.tif",
+        "y[1]_labels.tif",
+    ]
     # without: stop at the first failure; one error message on stderr
     shutil.copy(tree / "raw/b/x.tif", tree / "raw/b/a.tif")
     res = run("predict", "-m", fast_model, "-o", tree / "o2", pattern, "-q")
@@ -276,11 +353,18 @@ def test_config_form_honours_threads_and_tile_size(
 
     monkeypatch.setattr(batch, "predict_image", spy)
     cfg = tree / "c.yaml"
-    cfg.write_text(f"predict:\n  model: {fast_model}\n  inputs: [raw/a]\n  output_dir: o\n")
+    cfg.write_text(
+        f"predict:\n  model: {fast_model}\n  inputs: [raw/a]\n  output_dir: o\n"
+    )
     res = run("predict", cfg, "--threads", "1", "--tile-size", "48", "-q")
     assert res.exit_code == 0, res.output
     assert seen == {"tile": 48, "threads": 1}
-    for extra in (["--format", "zarr"], ["--axes", "YX"], ["-o", "x"], ["--probabilities"]):
+    for extra in (
+        ["--format", "zarr"],
+        ["--axes", "YX"],
+        ["-o", "x"],
+        ["--probabilities"],
+    ):
         res = run("predict", cfg, *extra)
         assert res.exit_code == 2 and "config-free form" in res.output
 
@@ -300,7 +384,9 @@ def test_config_form_honours_threads_and_tile_size(
         (["--overwrite", "--skip-existing"], "either"),
     ],
 )
-def test_bad_options_are_usage_errors(args: list[str], phrase: str, tmp_path: Path) -> None:
+def test_bad_options_are_usage_errors(
+    args: list[str], phrase: str, tmp_path: Path
+) -> None:
     """Invalid values get the config's checks and exit 2, before any file is read."""
     res = run("predict", "-m", tmp_path / "m.cpm", "-o", tmp_path / "o", "x.tif", *args)
     assert res.exit_code == 2, res.output
@@ -313,8 +399,10 @@ def test_upper_bounds_in_the_config(tmp_path: Path) -> None:
     from convpaint.config import parse_config
     from convpaint.errors import ConfigError
 
-    for raw, where in (({"n_estimators": 10**9}, "classifier.n_estimators"),
-                       ({"seed": 2**40}, "classifier.seed")):
+    for raw, where in (
+        ({"n_estimators": 10**9}, "classifier.n_estimators"),
+        ({"seed": 2**40}, "classifier.seed"),
+    ):
         with pytest.raises(ConfigError, match=where):
             parse_config({"classifier": raw})
 
@@ -331,20 +419,60 @@ def test_overwrite_never_deletes_a_folder_it_did_not_write(
     precious = out / "x_labels.zarr"
     (precious / "sub").mkdir(parents=True)
     (precious / "sub/data.txt").write_text("keep me")
-    res = run("predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif",
-              "--format", "zarr", "--overwrite", "-q")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        out,
+        tree / "raw/a/x.tif",
+        "--format",
+        "zarr",
+        "--overwrite",
+        "-q",
+    )
     assert res.exit_code == 1 and "did not write" in res.stderr
     assert (precious / "sub/data.txt").read_text() == "keep me"
     shutil.rmtree(precious)
-    assert run("predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif",
-               "--format", "zarr", "-q").exit_code == 0
+    assert (
+        run(
+            "predict",
+            "-m",
+            fast_model,
+            "-o",
+            out,
+            tree / "raw/a/x.tif",
+            "--format",
+            "zarr",
+            "-q",
+        ).exit_code
+        == 0
+    )
     assert is_convpaint_output(precious)
-    res = run("predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif",
-              "--format", "zarr", "--overwrite", "-q")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        out,
+        tree / "raw/a/x.tif",
+        "--format",
+        "zarr",
+        "--overwrite",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     (out / "x_labels.tif").mkdir()
-    res = run("predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif",
-              "--skip-existing", "-q")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        out,
+        tree / "raw/a/x.tif",
+        "--skip-existing",
+        "-q",
+    )
     assert res.exit_code == 1 and "is a folder" in res.stderr  # never skipped as done
     # the model path
     model_dir = tree / "models/m.cpm"
@@ -357,8 +485,17 @@ def test_overwrite_never_deletes_a_folder_it_did_not_write(
 
 def test_output_replacing_an_input_is_refused(tree: Path, fast_model: Path) -> None:
     """An output name that equals an input is refused, even with --overwrite."""
-    res = run("predict", "-m", fast_model, "-o", tree / "raw/a", tree / "raw/a/x.tif",
-              "--output-name", "{stem}", "--overwrite")
+    res = run(
+        "predict",
+        "-m",
+        fast_model,
+        "-o",
+        tree / "raw/a",
+        tree / "raw/a/x.tif",
+        "--output-name",
+        "{stem}",
+        "--overwrite",
+    )
     assert res.exit_code == 1 and "the input" in res.stderr
     assert tifffile.imread(tree / "raw/a/x.tif").shape == (160, 192)
 
@@ -378,8 +515,13 @@ def test_claims_are_exclusive_and_stale_ones_are_recognised(
     assert files_under(tmp_path) == []
     path = claims.claim_path(out)
     # this machine, a pid that does not exist
-    info = {"host": "here", "pid": 2**22 + 17, "machine": claims._machine_id(),
-            "token": "0123456789ab", "started": "then"}
+    info = {
+        "host": "here",
+        "pid": 2**22 + 17,
+        "machine": claims._machine_id(),
+        "token": "0123456789ab",
+        "started": "then",
+    }
     path.write_text(json.dumps(info))
     again, broken = claims.acquire(out)
     assert broken is not None and broken.token == "0123456789ab"
@@ -429,8 +571,16 @@ def test_skip_existing_skips_an_output_another_run_is_writing(
     out = tree / "out"
     holder, _ = claims.acquire(out / "x_labels.tif")
     try:
-        res = run("predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif",
-                  "--skip-existing", "--json")
+        res = run(
+            "predict",
+            "-m",
+            fast_model,
+            "-o",
+            out,
+            tree / "raw/a/x.tif",
+            "--skip-existing",
+            "--json",
+        )
         assert res.exit_code == 0, res.output
         rec = json.loads(res.stdout.splitlines()[0])
         assert rec["status"] == "skipped" and "another run" in rec["skip_reason"]
@@ -452,8 +602,9 @@ def test_partial_of_a_dead_run_is_removed_by_the_next_claimant(tmp_path: Path) -
     leftovers = partial_paths(out, token)
     for p in leftovers[:2]:
         p.write_bytes(b"half")
-    claims.claim_path(out).write_text(json.dumps(
-        {"pid": 2**22 + 3, "machine": claims._machine_id(), "token": token}))
+    claims.claim_path(out).write_text(
+        json.dumps({"pid": 2**22 + 3, "machine": claims._machine_id(), "token": token})
+    )
     unrelated = tmp_path / ".a_labels.tif.999999999999.partial"
     unrelated.write_bytes(b"someone else's")
     held = _claim_outputs(OutputPaths(out, None))
@@ -496,12 +647,16 @@ def test_interrupts_exit_130_and_143_naming_what_finished(
         assert files_under(out) == ["x_labels.tif"]
 
 
-def test_filesystem_errors_are_one_located_message(tree: Path, fast_model: Path) -> None:
+def test_filesystem_errors_are_one_located_message(
+    tree: Path, fast_model: Path
+) -> None:
     """An output folder that is a file or that cannot be written: exit 1, one message
     naming the path and the reason, nothing left behind."""
     (tree / "afile").write_text("x")
     res = run("predict", "-m", fast_model, "-o", tree / "afile/sub", tree / "raw/a")
-    assert res.exit_code == 1 and "'" + str(tree / "afile") + "' is a file" in res.stderr
+    assert (
+        res.exit_code == 1 and "'" + str(tree / "afile") + "' is a file" in res.stderr
+    )
     if not Path("/sys/kernel").is_dir():
         pytest.skip("no /sys to stand in for a read-only folder")
     # root ignores permissions; sysfs refuses new files to everyone
@@ -528,8 +683,11 @@ def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly(tmp_path: Path) ->
     deep.write_text("[" * 20_000 + "]" * 20_000)
     loop = tmp_path / "loop.yaml"
     loop.write_text("a: &a [1, *a]\n")
-    for path, phrase in ((bomb, "expands to more than"), (deep, "nested more than"),
-                         (loop, "refers to its own anchor")):
+    for path, phrase in (
+        (bomb, "expands to more than"),
+        (deep, "nested more than"),
+        (loop, "refers to its own anchor"),
+    ):
         t0 = time.perf_counter()
         with pytest.raises(ConfigError, match=phrase):
             load_config(path)
@@ -540,7 +698,9 @@ def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly(tmp_path: Path) ->
     assert load_config(ok).classifier.min_samples_leaf == 12
 
 
-def test_tiff_declaring_a_huge_image_is_refused_before_allocating(tmp_path: Path) -> None:
+def test_tiff_declaring_a_huge_image_is_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
     """A 500-byte TIFF claiming 300000 x 300000 pixels is refused at open, at once."""
     import struct
 
@@ -558,7 +718,8 @@ def test_tiff_declaring_a_huge_image_is_refused_before_allocating(tmp_path: Path
         if tag in (256, 257):  # ImageWidth, ImageLength
             fmt = "<I" if kind == 4 else "<H"
             data[entry + 8 : entry + 8 + struct.calcsize(fmt)] = struct.pack(
-                fmt, 300_000 if kind == 4 else 60_000)
+                fmt, 300_000 if kind == 4 else 60_000
+            )
     path.write_bytes(bytes(data))
     t0 = time.perf_counter()
     with pytest.raises(DataError, match=r"bomb\.tif.*implausible|bomb\.tif.*crafted"):
@@ -599,8 +760,10 @@ def test_progress_lines_for_batch_logs(capsys: pytest.CaptureFixture[str]) -> No
             files.update(1)
         lines = capsys.readouterr().err.splitlines()
         assert any(
-            "progress: file 1/2 'a.tif': tile 2/4 (50 %)" in line and "Mpx/s" in line
-            and "ETA" in line for line in lines
+            "progress: file 1/2 'a.tif': tile 2/4 (50 %)" in line
+            and "Mpx/s" in line
+            and "ETA" in line
+            for line in lines
         ), lines
         assert lines[0][:4].isdigit()  # starts with a timestamp
         progress.configure(enabled=True, interval=3600)

@@ -394,7 +394,9 @@ def test_scheduler_option_is_checked(stack: dict, tmp_path: Path) -> None:
     base = ["predict", "--model", str(model), "--output", str(tmp_path / "o")]
     runner = CliRunner()
     res = runner.invoke(app, [*base, "--scheduler", "bogus", str(stack["image"])])
-    assert res.exit_code == 2 and "unknown scheduler 'bogus'" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "unknown scheduler 'bogus'" in " ".join(
+        res.output.split()
+    )
     res = runner.invoke(app, [*base, "--scheduler", "slurm", str(stack["image"])])
     assert res.exit_code == 2 and "cluster section" in " ".join(res.output.split())
     res = runner.invoke(app, [*base, "--scheduler", "threads", str(stack["image"])])
@@ -431,7 +433,10 @@ def test_default_tree_count_follows_the_data(stack: dict, tmp_path: Path) -> Non
 
     plane = tmp_path / "plane.tif"
     plane_scr = tmp_path / "plane_scr.tif"
-    image, scribbles = tifffile.imread(stack["image"]), tifffile.imread(stack["scribbles"])
+    image, scribbles = (
+        tifffile.imread(stack["image"]),
+        tifffile.imread(stack["scribbles"]),
+    )
     z = int(np.argmax((scribbles > 0).sum(axis=(1, 2))))
     tifffile.imwrite(plane, image[z])
     tifffile.imwrite(plane_scr, scribbles[z])

@@ -40,7 +40,9 @@ def _features(image: NDArray) -> NDArray[np.float32]:
     data = image[None, None].astype(np.float32)  # (C, Z, Y, X)
     norm = Normalization([float(data.mean())], [float(data.std())])
     h, w = image.shape
-    block = plan_block(((0, 1), (0, h), (0, w)), halo=pipe.halo, alignment=pipe.alignment)  # type: ignore[attr-defined]
+    block = plan_block(
+        ((0, 1), (0, h), (0, w)), halo=pipe.halo, alignment=pipe.alignment
+    )  # type: ignore[attr-defined]
     return pipe.compute(norm(read_block(data, block)), block.trim)  # type: ignore[attr-defined]
 
 

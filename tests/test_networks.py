@@ -93,7 +93,9 @@ def test_halo_covers_dependencies(case: str, monkeypatch: pytest.MonkeyPatch) ->
     size = 2 * pipe.halo_2d + 3 * pipe.alignment_2d + 40
     image = np.random.default_rng(1).normal(size=(1, size, size)).astype(np.float32)
     assert_halo_suffices(
-        pipe, image, (pipe.halo_2d + 20, pipe.halo_2d + 40, pipe.halo_2d + 21, pipe.halo_2d + 39)
+        pipe,
+        image,
+        (pipe.halo_2d + 20, pipe.halo_2d + 40, pipe.halo_2d + 21, pipe.halo_2d + 39),
     )
 
 

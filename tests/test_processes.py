@@ -100,16 +100,33 @@ def test_concurrent_runs_sigterm_and_kill9(work: Path) -> None:
     out = work / "run"
     # -- a long run A, and two latecomers on the same output
     a = subprocess.Popen(
-        convpaint("predict", "-m", model, "-o", out, work / "big.tif", "--tile-size",
-                  "128", "--threads", "1", "--json"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        convpaint(
+            "predict",
+            "-m",
+            model,
+            "-o",
+            out,
+            work / "big.tif",
+            "--tile-size",
+            "128",
+            "--threads",
+            "1",
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         wait_for(lambda: any(".partial" in p.name for p in out.glob(".*")))
         b, c = (
             subprocess.Popen(
                 convpaint("predict", "-m", model, "-o", out, work / "big.tif", *extra),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             for extra in ((), ("--skip-existing", "--json"))
         )
@@ -136,23 +153,40 @@ def test_concurrent_runs_sigterm_and_kill9(work: Path) -> None:
 
     # -- kill -9 in flight, then a rerun
     reference = work / "ref"
-    api.predict(model, [str(work / "mid.tif")], reference, tiling=TilingConfig(tile_size=128))
+    api.predict(
+        model, [str(work / "mid.tif")], reference, tiling=TilingConfig(tile_size=128)
+    )
     d = subprocess.Popen(
-        convpaint("predict", "-m", model, "-o", out, work / "mid.tif", "--tile-size", "128"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        convpaint(
+            "predict", "-m", model, "-o", out, work / "mid.tif", "--tile-size", "128"
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     wait_for(lambda: any(".partial" in p.name for p in out.glob(".*")))
     d.kill()
     d.wait()
     left = stray(out)
-    assert any(n.endswith(".claim") for n in left) and any(".partial" in n for n in left)
+    assert any(n.endswith(".claim") for n in left) and any(
+        ".partial" in n for n in left
+    )
     e = subprocess.run(
-        convpaint("predict", "-m", model, "-o", out, work / "mid.tif", "--tile-size", "128"),
-        capture_output=True, text=True, env=child_env(CONVPAINT_PROGRESS_SECONDS="0.5"),
+        convpaint(
+            "predict", "-m", model, "-o", out, work / "mid.tif", "--tile-size", "128"
+        ),
+        capture_output=True,
+        text=True,
+        env=child_env(CONVPAINT_PROGRESS_SECONDS="0.5"),
     )
     assert e.returncode == 0, e.stderr
-    assert "removing the stale claim" in e.stderr and "left by a run that was killed" in e.stderr
-    assert filecmp.cmp(out / "mid_labels.tif", reference / "mid_labels.tif", shallow=False)
+    assert (
+        "removing the stale claim" in e.stderr
+        and "left by a run that was killed" in e.stderr
+    )
+    assert filecmp.cmp(
+        out / "mid_labels.tif", reference / "mid_labels.tif", shallow=False
+    )
     assert stray(out) == [] and [p.name for p in out.iterdir()] == ["mid_labels.tif"]
     progress = [line for line in e.stderr.splitlines() if " progress: " in line]
     assert progress and "file 1/1 'mid.tif': tile " in progress[-1]
@@ -177,7 +211,9 @@ def test_stdout_is_json_lines_only(work: Path) -> None:
         r = subprocess.run(convpaint(*cmd), capture_output=True, text=True, env=env)
         assert r.returncode == 0, r.stderr
         lines += r.stdout.splitlines()
-        warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+        warnings = [
+            line for line in r.stderr.splitlines() if line.startswith("warning:")
+        ]
         assert len(warnings) == len(set(warnings))
         assert "Traceback" not in r.stderr and "warnings.warn(" not in r.stderr
     records = [json.loads(line) for line in lines]

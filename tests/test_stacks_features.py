@@ -12,7 +12,9 @@ from convpaint.features.pipeline import _stretch_z, view_factor
 
 from .conftest import assert_halo_suffices, feature_pipeline, tiled_features
 
-FILTERS = [{"name": "filters", "sigmas": [1.0, 2.0], "filters": ["gaussian", "hessian"]}]
+FILTERS = [
+    {"name": "filters", "sigmas": [1.0, 2.0], "filters": ["gaussian", "hessian"]}
+]
 VGG = [{"name": "vgg16", "scalings": [1, 2]}]
 
 
