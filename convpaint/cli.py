@@ -1185,9 +1185,6 @@ def main() -> None:
         sys.stderr.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     except (AttributeError, ValueError):
         pass
-    from convpaint.runtime import return_freed_memory
-
-    return_freed_memory()
     # The modules imported so far, and those the command imports, live until the
     # process exits: freezing them keeps the cyclic garbage collector from walking
     # them over and over during the run, and from doing so one last time at exit

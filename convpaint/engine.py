@@ -48,7 +48,7 @@ from convpaint.io.writers import OutputPaths, ResultWriter, label_dtype
 from convpaint.model_io import LoadedModel, load_model
 from convpaint.model_meta import ModelMeta, parse_meta
 from convpaint.normalization import Statistics, image_statistics
-from convpaint.runtime import file_sha256, thread_budget
+from convpaint.runtime import file_sha256, return_freed_memory, thread_budget
 from convpaint.tiling import Block, plan_block, read_block, symmetric_index
 from convpaint.warnings import ConvpaintWarning
 
@@ -529,6 +529,9 @@ def predict_image(
                 per_plane=norm_cfg.mode == "plane",
             )
         n_t, n_z, n_y, n_x = source.shape_tzyx
+        if pipeline.dims != "planes":
+            # block features' temporaries of 10-30 MB each: give them back when freed
+            return_freed_memory()
         # the workers: enough tasks in flight for every thread; the rest inside tasks
         tile0 = plan_tile_shape(tiling, pipeline, (n_z, n_y, n_x), threads)
         n_tasks = n_t * math.prod(

@@ -458,3 +458,33 @@ def test_default_tree_count_follows_the_data(stack: dict, tmp_path: Path) -> Non
     assert trees(stack["image"], stack["scribbles"], {}) == (STACK_TREES, STACK_TREES)
     assert trees(plane, plane_scr, {}) == (PLANE_TREES, PLANE_TREES)
     assert trees(plane, plane_scr, {"n_estimators": 7}) == (7, 7)
+
+
+def test_block_features_return_freed_memory(
+    stack: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3-D feature predictions fix glibc's mmap threshold; plane-by-plane ones do not."""
+    from convpaint import engine
+
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "return_freed_memory", lambda: calls.append(1))
+    for dims in ("3d", "planes"):
+        raw = {
+            "features": {
+                "extractors": [{"name": "filters", "sigmas": [1.0]}],
+                "dims": dims,
+            },
+            "classifier": {"n_estimators": 5, "seed": 0},
+            "train": {
+                "images": [str(stack["image"])],
+                "annotations": [str(stack["scribbles"])],
+                "model": str(tmp_path / f"{dims}.cpm"),
+                "report": False,
+            },
+        }
+        model = api.train(parse_config(raw)).model
+        calls.clear()
+        api.predict(
+            model, [str(stack["image"])], tmp_path / dims, on_exists="overwrite"
+        )
+        assert calls == ([1] if dims == "3d" else [])
