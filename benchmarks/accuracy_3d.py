@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     head = [
         "# Accuracy on Z stacks",
         "",
-        f"`python benchmarks/accuracy_3d.py {' '.join(argv or sys.argv[1:])}`".replace(
-            " `", "`"
-        ),
+        "`"
+        + " ".join(["python benchmarks/accuracy_3d.py", *(argv or sys.argv[1:])])
+        + "`",
         "",
         "Trained on the scribbles of 3 planes per volume and scored (mIoU over the "
         "ground-truth classes) on the whole volume; classifier defaults (100 trees on "

@@ -163,9 +163,15 @@ predict:
     )
 
 
-@pytest.fixture(scope="session")
-def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model trained once per session on a real EM crop (vgg16 + filters)."""
+def train_em_crop(
+    folder: Path,
+    index: int,
+    shape: tuple[int, int],
+    features: list[dict],
+    n_estimators: int,
+) -> Path:
+    """Train a model on the top-left ``shape`` crop of ISBI EM image ``index`` and
+    its scribbles (written to ``folder`` as img.tif / scr.tif); returns the model."""
     from PIL import Image
 
     from convpaint import api
@@ -173,27 +179,37 @@ def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     if not BENCH.is_dir():
         pytest.skip("benchmark data not found")
-    d = tmp_path_factory.mktemp("em_model")
-    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/5.png"))[
-        :200, :240
-    ]
-    scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/5_scribbles.tif")[
-        :200, :240
-    ]
-    tifffile.imwrite(d / "img.tif", img)
-    tifffile.imwrite(d / "scr.tif", scr)
+    rows, cols = slice(0, shape[0]), slice(0, shape[1])
+    img = np.asarray(Image.open(BENCH / f"isbi2012_em_membranes/images/{index}.png"))
+    scr = tifffile.imread(
+        BENCH / f"isbi2012_em_membranes/derived/{index}_scribbles.tif"
+    )
+    tifffile.imwrite(folder / "img.tif", img[rows, cols])
+    tifffile.imwrite(folder / "scr.tif", scr[rows, cols])
     raw = {
-        "features": [
-            {"name": "vgg16", "scalings": [1, 2, 4]},
-            {"name": "filters", "sigmas": [1.0, 3.5]},
-        ],
-        "classifier": {"n_estimators": 25, "seed": 0},
+        "features": features,
+        "classifier": {"n_estimators": n_estimators, "seed": 0},
         "train": {
-            "images": [str(d / "img.tif")],
-            "annotations": [str(d / "scr.tif")],
-            "model": str(d / "m.cpm"),
+            "images": [str(folder / "img.tif")],
+            "annotations": [str(folder / "scr.tif")],
+            "model": str(folder / "m.cpm"),
             "report": False,
         },
     }
     api.train(parse_config(raw))
-    return d / "m.cpm"
+    return folder / "m.cpm"
+
+
+@pytest.fixture(scope="session")
+def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained once per session on a real EM crop (vgg16 + filters)."""
+    return train_em_crop(
+        tmp_path_factory.mktemp("em_model"),
+        5,
+        (200, 240),
+        [
+            {"name": "vgg16", "scalings": [1, 2, 4]},
+            {"name": "filters", "sigmas": [1.0, 3.5]},
+        ],
+        25,
+    )

@@ -39,36 +39,15 @@ def files_under(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def fast_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small filters-only model trained on a real EM crop (quick to predict)."""
-    from PIL import Image
+    from .conftest import train_em_crop
 
-    from convpaint import api
-    from convpaint.config import parse_config
-
-    from .conftest import BENCH
-
-    if not BENCH.is_dir():
-        pytest.skip("benchmark data not found")
-    d = tmp_path_factory.mktemp("fast_model")
-    img = np.asarray(Image.open(BENCH / "isbi2012_em_membranes/images/0.png"))[
-        :160, :192
-    ]
-    scr = tifffile.imread(BENCH / "isbi2012_em_membranes/derived/0_scribbles.tif")[
-        :160, :192
-    ]
-    tifffile.imwrite(d / "img.tif", img)
-    tifffile.imwrite(d / "scr.tif", scr)
-    raw = {
-        "features": [{"name": "filters", "sigmas": [1.0, 3.0]}],
-        "classifier": {"n_estimators": 8, "seed": 0},
-        "train": {
-            "images": [str(d / "img.tif")],
-            "annotations": [str(d / "scr.tif")],
-            "model": str(d / "m.cpm"),
-            "report": False,
-        },
-    }
-    api.train(parse_config(raw))
-    return d / "m.cpm"
+    return train_em_crop(
+        tmp_path_factory.mktemp("fast_model"),
+        0,
+        (160, 192),
+        [{"name": "filters", "sigmas": [1.0, 3.0]}],
+        8,
+    )
 
 
 @pytest.fixture()
