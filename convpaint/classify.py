@@ -1,7 +1,9 @@
 """The random forest: sampling annotated pixels, fitting, predicting a tile.
 
-Fitting uses scikit-learn (imported only then); prediction uses convpaint's own
-evaluator, :class:`convpaint.forest.Forest`, and needs no scikit-learn.
+Fitting uses convpaint's histogram trainer (:mod:`convpaint.forest_fit`) or, with
+``classifier.algorithm: sklearn``, scikit-learn (imported only then); prediction
+uses convpaint's own evaluator, :class:`convpaint.forest.Forest`, and needs no
+scikit-learn.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from sklearn.ensemble import RandomForestClassifier
 
     from convpaint.config.objects import ObjectForestConfig
+    from convpaint.forest_fit import FittedForest
 
 __all__ = [
     "FoldForest",
@@ -106,8 +109,24 @@ def fit_forest(
     *,
     seed: int,
     n_jobs: int,
-) -> RandomForestClassifier:
-    """Fit the forest on ``(n, F)`` features and ``(n,)`` class values."""
+) -> RandomForestClassifier | FittedForest:
+    """Fit the forest on ``(n, F)`` features and ``(n,)`` class values, with the
+    config's ``algorithm`` (see :mod:`convpaint.forest_fit`)."""
+    if config.algorithm == "histogram":
+        from convpaint.forest_fit import fit_histogram_forest
+
+        return fit_histogram_forest(
+            features,
+            labels,
+            n_estimators=config.n_estimators or PLANE_TREES,
+            max_depth=config.max_depth,
+            min_samples_leaf=config.min_samples_leaf,
+            max_features=config.max_features,
+            class_weight=config.class_weight,
+            max_bins=config.max_bins,
+            seed=seed,
+            n_jobs=n_jobs,
+        )
     forest = make_forest(config, seed=seed, n_jobs=n_jobs)
     forest.fit(features, labels)
     return forest

@@ -258,9 +258,10 @@ def node_arrays(forest: Any) -> dict[str, NDArray]:
 
     Parameters
     ----------
-    forest : sklearn.ensemble.RandomForestClassifier
-        A fitted single-output classifier (read through its trees' public ``tree_``
-        attributes; scikit-learn itself is not imported).
+    forest : sklearn.ensemble.RandomForestClassifier or FittedForest
+        A fitted single-output scikit-learn classifier (read through its trees'
+        public ``tree_`` attributes; scikit-learn itself is not imported), or
+        :class:`convpaint.forest_fit.FittedForest` (its tables as they are).
 
     Returns
     -------
@@ -270,6 +271,9 @@ def node_arrays(forest: Any) -> dict[str, NDArray]:
         float64, ``node_offsets`` ``(n_trees + 1,)`` int64 and ``max_depths``
         ``(n_trees,)`` int64.
     """
+    tables = getattr(forest, "node_tables", None)
+    if tables is not None:  # convpaint.forest_fit.FittedForest
+        return dict(tables)
     trees = [est.tree_ for est in forest.estimators_]
     attrs = {
         "left_child": "children_left",
@@ -295,8 +299,9 @@ def node_arrays(forest: Any) -> dict[str, NDArray]:
     return out
 
 
-def _import_kernels() -> ModuleType:
-    """Import the compiled loops, making sure numba has somewhere to cache them.
+def _import_kernels(name: str = "_forest_kernels") -> ModuleType:
+    """Import a module of compiled loops (``convpaint.<name>``), making sure numba
+    has somewhere to cache them.
 
     numba caches next to the source when that folder is writable, else in the
     user's cache folder (``~/.cache/numba`` or ``$NUMBA_CACHE_DIR``). Where neither
@@ -317,9 +322,9 @@ def _import_kernels() -> ModuleType:
             )
             logger.info("numba cache folder: %s", fallback)
             numba.config.CACHE_DIR = fallback
-    from convpaint import _forest_kernels
+    import importlib
 
-    return _forest_kernels
+    return importlib.import_module(f"convpaint.{name}")
 
 
 def _writable(folder: str) -> bool:
@@ -457,7 +462,8 @@ class Forest:
 
     @classmethod
     def from_sklearn(cls, forest: Any) -> Forest:
-        """The evaluator of a fitted scikit-learn ``RandomForestClassifier``."""
+        """The evaluator of a fitted scikit-learn ``RandomForestClassifier`` or
+        :class:`convpaint.forest_fit.FittedForest`."""
         return cls.from_node_arrays(
             node_arrays(forest),
             classes=np.asarray(forest.classes_),

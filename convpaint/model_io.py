@@ -86,7 +86,7 @@ def save_model(path: Path | str, forest: Any, meta: dict[str, Any]) -> Path:
     ----------
     path : Path or str
         The ``.cpm`` file to write.
-    forest : sklearn.ensemble.RandomForestClassifier
+    forest : sklearn.ensemble.RandomForestClassifier or FittedForest
         Fitted; stored as its node tables (:func:`convpaint.forest.node_arrays`).
     meta : dict
         JSON-serialisable metadata; must hold ``classes``.
@@ -103,7 +103,7 @@ def save_model(path: Path | str, forest: Any, meta: dict[str, Any]) -> Path:
     meta["format"] = FORMAT
     meta["format_version"] = FORMAT_VERSION
     meta["forest"] = {
-        "n_estimators": len(forest.estimators_),
+        "n_estimators": len(arrays["node_offsets"]) - 1,
         "n_classes": int(forest.n_classes_),
         "n_features": int(forest.n_features_in_),
         "array_sha256": {name: _sha(b) for name, b in blobs.items()},

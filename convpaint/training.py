@@ -399,7 +399,8 @@ def train(config: Config, *, overwrite: bool = False) -> TrainResult:
     threads = config.tiling.threads or available_cpus()
     n_jobs = config.classifier.n_jobs or threads
     t0 = time.perf_counter()
-    _prefetch_sklearn()
+    if config.classifier.algorithm == "sklearn":
+        _prefetch_sklearn()
     pairs = pair_training_files(train_cfg)
     logger.info("training on %d image/annotation pair(s)", len(pairs))
     spacing = train_cfg.spacing.as_dict() if train_cfg.spacing else None

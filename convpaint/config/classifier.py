@@ -23,6 +23,7 @@ class RandomForestConfig(StrictModel):
 
         classifier:
           n_estimators: null        # 50 for 2-D images, 100 for Z stacks
+          algorithm: histogram      # or sklearn
           max_depth: null
           class_weight: balanced
           max_samples_per_class: 50000
@@ -43,6 +44,17 @@ class RandomForestConfig(StrictModel):
         if self.n_estimators is not None:
             return self.n_estimators
         return STACK_TREES if stack else PLANE_TREES
+
+    algorithm: Literal["histogram", "sklearn"] = "histogram"
+    """How the forest is fitted. `histogram` (the default): convpaint's compiled
+    trainer, which finds splits on up to `max_bins` quantile bins per feature (as
+    LightGBM does) and fits a 2-D default model ten times faster than scikit-learn,
+    as accurately (`benchmarks/results/accuracy.md`). `sklearn`: scikit-learn's
+    RandomForestClassifier with exact splits (the only trainer of
+    earlier convpaint releases). Both give the same kind of forest and model file."""
+
+    max_bins: int = Field(default=256, ge=2, le=256)
+    """Bins per feature for `algorithm: histogram` (2..256)."""
 
     max_depth: PositiveInt | None = None
     """Maximum depth of each tree; null grows trees until leaves are pure."""
