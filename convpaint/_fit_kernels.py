@@ -309,16 +309,11 @@ weighted_n_node_samples
         feature[node] = best_f
         threshold[node] = best_thr
         # right pushed first: the left child is built (and numbered) next
-        st_start[top] = i
-        st_end[top] = end
-        st_depth[top] = depth + 1
-        st_parent[top] = node
-        st_is_left[top] = False
-        top += 1
-        st_start[top] = start
-        st_end[top] = i
-        st_depth[top] = depth + 1
-        st_parent[top] = node
-        st_is_left[top] = True
-        top += 1
+        for is_left in (False, True):
+            st_start[top] = start if is_left else i
+            st_end[top] = i if is_left else end
+            st_depth[top] = depth + 1
+            st_parent[top] = node
+            st_is_left[top] = is_left
+            top += 1
     return n_nodes, deepest

@@ -55,7 +55,9 @@ _TRAIN_TILE = 256
 _CV_FOLDS = 5
 #: Each fold's forest (the final forest's settings) is fitted on this share of the
 #: fold's training pixels of every class, so that the five folds together cost
-#: about half the fit of the final forest. Pixels of one stroke are
+#: less than the fit of the final forest (`benchmarks/speed.py` measures it: small
+#: fits are dominated by per-tree costs, so the folds do not shrink in proportion
+#: to their pixels). Pixels of one stroke are
 #: near-duplicates: a sample of them still carries every training stroke. Measured
 #: on eight images of five datasets, the mIoU estimates stay within 0.03 of folds
 #: fitted on all their pixels (mean deviation 0.007 at 1/5, 0.010 at 1/10), closer
