@@ -255,7 +255,7 @@ def convpaint_train(
     out = {"model": model, "train_s": info["seconds"], "process_s": res["wall_s"]}
     # the train() call as the reference's is timed: in a process whose imports are
     # done; cold (the first call: numba loads its compiled code) and warm (again)
-    res = run_process([sys.executable, "-c", _TRAIN_TWICE, str(path)], env=_env())
+    res = run_process([sys.executable, "-c", _TRAIN_TIMED, str(path)], env=_env())
     if res["rc"] != 0:
         _fail(f"convpaint train (in process) {path}", res)
     out.update(json.loads(res["stdout"].strip().splitlines()[-1]))
@@ -275,7 +275,7 @@ def convpaint_train(
 #: Imports convpaint (and scikit-learn, as the reference's import does), then times
 #: ``api.train`` once cold and three times warm; prints {"cold_s", "warm_s" (the
 #: median warm call), "warm_timings" (each warm call's step timings)}.
-_TRAIN_TWICE = r"""
+_TRAIN_TIMED = r"""
 import json, statistics, sys, time
 from convpaint import api
 from convpaint.config import load_config

@@ -53,15 +53,23 @@ def make_forest(
     (``n_estimators``: another tree count, e.g. for cross-validation folds)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    return RandomForestClassifier(
-        n_estimators=n_estimators or config.n_estimators or PLANE_TREES,
-        max_depth=config.max_depth,
-        min_samples_leaf=config.min_samples_leaf,
-        max_features=config.max_features,
-        class_weight=config.class_weight,
-        random_state=seed,
-        n_jobs=n_jobs,
-    )
+    params = _tree_params(config)
+    if n_estimators:
+        params["n_estimators"] = n_estimators
+    return RandomForestClassifier(**params, random_state=seed, n_jobs=n_jobs)
+
+
+def _tree_params(
+    config: RandomForestConfig | ObjectForestConfig,
+) -> dict[str, object]:
+    """The forest settings both trainers take, under scikit-learn's names."""
+    return {
+        "n_estimators": config.n_estimators or PLANE_TREES,
+        "max_depth": config.max_depth,
+        "min_samples_leaf": config.min_samples_leaf,
+        "max_features": config.max_features,
+        "class_weight": config.class_weight,
+    }
 
 
 def cap_per_class(y: NDArray, cap: int | None, *, seed: int) -> NDArray[np.intp]:
@@ -118,11 +126,7 @@ def fit_forest(
         return fit_histogram_forest(
             features,
             labels,
-            n_estimators=config.n_estimators or PLANE_TREES,
-            max_depth=config.max_depth,
-            min_samples_leaf=config.min_samples_leaf,
-            max_features=config.max_features,
-            class_weight=config.class_weight,
+            **_tree_params(config),  # type: ignore[arg-type]
             max_bins=config.max_bins,
             seed=seed,
             n_jobs=n_jobs,

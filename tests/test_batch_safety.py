@@ -398,60 +398,22 @@ def test_overwrite_never_deletes_a_folder_it_did_not_write(
     precious = out / "x_labels.zarr"
     (precious / "sub").mkdir(parents=True)
     (precious / "sub/data.txt").write_text("keep me")
-    res = run(
-        "predict",
-        "-m",
-        fast_model,
-        "-o",
-        out,
-        tree / "raw/a/x.tif",
-        "--format",
-        "zarr",
-        "--overwrite",
-        "-q",
-    )
+
+    def predict(*options: str):  # -> click.testing.Result
+        return run(
+            "predict", "-m", fast_model, "-o", out, tree / "raw/a/x.tif", *options, "-q"
+        )
+
+    res = predict("--format", "zarr", "--overwrite")
     assert res.exit_code == 1 and "did not write" in res.stderr
     assert (precious / "sub/data.txt").read_text() == "keep me"
     shutil.rmtree(precious)
-    assert (
-        run(
-            "predict",
-            "-m",
-            fast_model,
-            "-o",
-            out,
-            tree / "raw/a/x.tif",
-            "--format",
-            "zarr",
-            "-q",
-        ).exit_code
-        == 0
-    )
+    assert predict("--format", "zarr").exit_code == 0
     assert is_convpaint_output(precious)
-    res = run(
-        "predict",
-        "-m",
-        fast_model,
-        "-o",
-        out,
-        tree / "raw/a/x.tif",
-        "--format",
-        "zarr",
-        "--overwrite",
-        "-q",
-    )
+    res = predict("--format", "zarr", "--overwrite")
     assert res.exit_code == 0, res.output
     (out / "x_labels.tif").mkdir()
-    res = run(
-        "predict",
-        "-m",
-        fast_model,
-        "-o",
-        out,
-        tree / "raw/a/x.tif",
-        "--skip-existing",
-        "-q",
-    )
+    res = predict("--skip-existing")
     assert res.exit_code == 1 and "is a folder" in res.stderr  # never skipped as done
     # the model path
     model_dir = tree / "models/m.cpm"

@@ -421,14 +421,20 @@ def test_labels_with_channels_are_refused(tmp_path: Path) -> None:
         open_labels(tmp_path / "l.tif", image=src)
 
 
-def test_label_values_are_checked_block_by_block(tmp_path: Path) -> None:
-    """A negative value in plane 3 fails only when plane 3 is read, naming the file."""
+def _stack_with_negative_label(tmp_path: Path, *, plane: int, value: int) -> Path:
+    """A ZYX image and its labels ``l.tif`` (all 1, ``value`` at one voxel of
+    ``plane``) in ``tmp_path``; returns the image."""
     labels = np.ones((4, 20, 24), np.int16)
-    labels[3, 5, 5] = -2
+    labels[plane, 5, 5] = value
     tifffile.imwrite(
         tmp_path / "l.tif", labels, metadata={"axes": "ZYX"}, photometric="minisblack"
     )
-    image = write_file(tmp_path, "ZYX", "tifffile")
+    return write_file(tmp_path, "ZYX", "tifffile")
+
+
+def test_label_values_are_checked_block_by_block(tmp_path: Path) -> None:
+    """A negative value in plane 3 fails only when plane 3 is read, naming the file."""
+    image = _stack_with_negative_label(tmp_path, plane=3, value=-2)
     with open_image(image) as src:
         got = open_labels(tmp_path / "l.tif", image=src)
         assert got[0, :3].max().compute() == 1
@@ -469,12 +475,7 @@ def test_bad_label_values_are_not_called_corrupt(tmp_path: Path) -> None:
     """Training reports negative labels in the reader's words, not as a corrupt file."""
     from convpaint.training import _annotated_planes
 
-    labels = np.ones((4, 20, 24), np.int16)
-    labels[1, 5, 5] = -1
-    tifffile.imwrite(
-        tmp_path / "l.tif", labels, metadata={"axes": "ZYX"}, photometric="minisblack"
-    )
-    image = write_file(tmp_path, "ZYX", "tifffile")
+    image = _stack_with_negative_label(tmp_path, plane=1, value=-1)
     with open_image(image) as src:
         lazy = open_labels(tmp_path / "l.tif", image=src)
         with pytest.raises(DataError) as err:
