@@ -637,10 +637,12 @@ class Forest:
 def _split_rows(
     n: int, n_jobs: int, block: int, run: Callable[[int, int], Any]
 ) -> list[Any]:
-    """``run(a, b)`` over row ranges covering ``0:n``, on up to ``n_jobs`` threads.
+    """``run(a, b)`` over ranges covering ``0:n`` (rows to predict, or the features
+    and trees of :mod:`convpaint.forest_fit`), on up to ``n_jobs`` threads.
 
     About four ranges per thread (whole blocks), so that threads finishing early
-    (rows that stop early) pick up more work.
+    (rows that stop early, small trees) pick up more work, without a thread hand-off
+    per item.
     """
     if n_jobs <= 1 or n <= 2 * block:
         return [run(0, n)]

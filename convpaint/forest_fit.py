@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from convpaint.forest import _import_kernels
+from convpaint.forest import _import_kernels, _split_rows
 
 __all__ = ["FittedForest", "bin_features", "fit_histogram_forest"]
 
@@ -113,21 +111,8 @@ def bin_features(
         ordered[a:b] = np.sort(columns[a:b], axis=1)
         kernels.bin_columns(columns, ordered, max_bins, codes, lo, hi, n_bins, a, b)
 
-    _in_chunks(n_feat, n_jobs, some)
+    _split_rows(n_feat, n_jobs, 1, some)
     return codes, lo, hi, n_bins
-
-
-def _in_chunks(n: int, n_jobs: int, run: Callable[[int, int], object]) -> None:
-    """``run(a, b)`` over ``0..n`` cut into ``n_jobs`` contiguous chunks, side by
-    side on threads (one task per thread: small fits are dominated by hand-offs)."""
-    n_jobs = max(1, min(n_jobs, n))
-    if n_jobs == 1:
-        run(0, n)
-        return
-    cuts = np.linspace(0, n, n_jobs + 1).round().astype(int)
-    with ThreadPoolExecutor(n_jobs) as pool:
-        for f in [pool.submit(run, a, b) for a, b in itertools.pairwise(cuts)]:
-            f.result()
 
 
 def _mtry(max_features: str | float | None, n_features: int) -> int:
@@ -205,7 +190,7 @@ def fit_histogram_forest(
     trees: list[dict[str, NDArray]] = [{}] * n_estimators
 
     def some(a: int, b: int) -> None:
-        # node tables with room for any tree, reused by this chunk's trees
+        # node tables with room for any tree, reused by this range's trees
         tables = {
             "left_child": np.empty(cap, np.int64),
             "right_child": np.empty(cap, np.int64),
@@ -234,7 +219,7 @@ def fit_histogram_forest(
             trees[t] = {name: v[:count].copy() for name, v in tables.items()}
             trees[t]["depth"] = np.array([depth], np.int64)
 
-    _in_chunks(n_estimators, n_jobs, some)
+    _split_rows(n_estimators, n_jobs, 1, some)
     names = ["left_child", "right_child", "feature", "threshold", "impurity"]
     names += ["n_node_samples", "weighted_n_node_samples", "values"]
     tables = {name: np.concatenate([t[name] for t in trees]) for name in names}
