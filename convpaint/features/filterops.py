@@ -141,8 +141,11 @@ def convolve_outer(src, weights, dst, window):  # pragma: no cover - compiled
     )
     width = x1 - x0
     acc = np.empty(width, np.float32)
-    for i in range(i0, i1):
-        for y in range(y0, y1):
+    # row by row, all outputs of a row together: the 2r+1 source rows one row of
+    # outputs reads stay in cache (plane by plane, each row would be fetched from
+    # memory 2r+1 times on large blocks; about 2-3x slower)
+    for y in range(y0, y1):
+        for i in range(i0, i1):
             w0 = weights[0]
             row = src[i, y, x0:x1]
             for b in range(width):
