@@ -32,6 +32,7 @@ from convpaint.errors import ConfigError, ConvpaintError, OutputBusyError, Outpu
 from convpaint.io.atomic import describe_os_error, partial_paths, remove_path
 from convpaint.io.claims import Claim, acquire
 from convpaint.io.readers import expand_inputs, input_root, open_image
+from convpaint.io.resume import RESUMABLE_FORMATS, resume_path
 from convpaint.io.writers import (
     OutputPaths,
     check_existing,
@@ -276,6 +277,7 @@ def _predict_one(
     spacing: dict[str, float] | None,
     levels: int,
     cluster: ClusterConfig | None,
+    resume: bool,
 ) -> PredictResult:
     try:
         claims = _claim_outputs(paths)
@@ -296,6 +298,13 @@ def _predict_one(
                 input=path, outputs=paths.existing(), skipped=True, skip_reason="exists"
             )
         logger.info("predicting %s -> %s", path, paths.labels)
+        if not resume and os.path.lexists(resume_path(paths.labels)):
+            logger.warning(
+                "'%s' holds the partial result of an earlier --resume run; it is left "
+                "alone and this input is predicted afresh (continue it with --resume, "
+                "or delete it)",
+                resume_path(paths.labels),
+            )
         return predict_image(
             model,  # type: ignore[arg-type]
             path,
@@ -307,6 +316,7 @@ def _predict_one(
             spacing=spacing,
             levels=levels,
             cluster=cluster,
+            resume=resume,
         )
     finally:
         for claim in claims:
@@ -340,6 +350,7 @@ def predict(
     levels: int = 1,
     cluster: ClusterConfig | None = None,
     listener: BatchListener | None = None,
+    resume: bool = False,
 ) -> list[PredictResult]:
     """Predict every input with a model, tile by tile, writing labels (and probabilities).
 
@@ -369,6 +380,10 @@ def predict(
         The SLURM cluster of ``tiling.scheduler: slurm``.
     listener : BatchListener, optional
         Told about the plan and each input as it starts and ends.
+    resume : bool
+        Continue the partial outputs of earlier runs that stopped early, and keep
+        this run's partial output if it stops (zarr and OME-Zarr, local scheduler;
+        see :mod:`convpaint.io.resume`).
 
     Returns
     -------
@@ -386,6 +401,16 @@ def predict(
     """
     tiling = tiling or TilingConfig()
     listener = listener or BatchListener()
+    if resume and fmt not in RESUMABLE_FORMATS:
+        raise ConfigError(
+            f"--resume (predict.resume) needs zarr or ome-zarr output, not {fmt}: a "
+            "TIFF is written in order and cannot be continued; use --format zarr"
+        )
+    if resume and tiling.scheduler != "threads":
+        raise ConfigError(
+            "--resume (predict.resume) works with the local scheduler only "
+            f"(tiling.scheduler: threads), not {tiling.scheduler}"
+        )
     plan = plan_batch(
         inputs,
         Path(output_dir),
@@ -442,6 +467,7 @@ def predict(
                     spacing=spacing,
                     levels=levels,
                     cluster=cluster,
+                    resume=resume,
                 )
             except (ConvpaintError, OSError) as err:
                 error = _as_user_error(err, path, paths)
@@ -471,10 +497,11 @@ def predict_from_config(
     shard: tuple[int, int] | None = None,
     inputs: Sequence[str] | None = None,
     listener: BatchListener | None = None,
+    resume: bool | None = None,
 ) -> list[PredictResult]:
     """Run the config's predict section (see :func:`predict`).
 
-    ``on_exists``, ``on_error`` and ``inputs`` (a frozen list replacing
+    ``on_exists``, ``on_error``, ``resume`` and ``inputs`` (a frozen list replacing
     ``predict.inputs``) override the config for this run.
     """
     if config.predict is None:
@@ -499,4 +526,5 @@ def predict_from_config(
         levels=p.levels,
         cluster=config.cluster,
         listener=listener,
+        resume=p.resume if resume is None else resume,
     )

@@ -154,6 +154,8 @@ class _Session:
         self.debug = debug
         self.out: IO[str] = sys.stdout
         self.describe_stop: Callable[[], str] = lambda: ""
+        #: What an interruption left behind (predict --resume keeps its partial output).
+        self.interrupt_note = "no partial output was kept."
         self.on_stop: Callable[[str, str], None] = lambda status, message: None
         self._stack: list[Any] = []
         self._warnings = _Warnings()
@@ -207,7 +209,7 @@ class _Session:
                 code, what = err.exit_code, f"terminated by {err}"
             else:
                 code, what = 130, "interrupted (Ctrl-C)"
-            message = f"{what}; no partial output was kept. {self.describe_stop()}"
+            message = f"{what}; {self.interrupt_note} {self.describe_stop()}"
             self._report_stop("interrupted", message.strip())
             _error_line(message.strip(), label="stopped")
             raise typer.Exit(code) from None
@@ -456,6 +458,7 @@ class _Reporter:
         self.plan: Plan | None = None
         self.current: Path | None = None
         self.t0 = time.perf_counter()
+        self.resume = False
         reporter = self
 
         class Listener(BatchListener):
@@ -505,6 +508,15 @@ class _Reporter:
             line = f"failed {plain(r.input)}: {plain(r.error)}"
         self.session.emit(line)
 
+    def set_resume(self, resume: bool) -> None:
+        """Word the stop messages for a run that keeps its partial output."""
+        self.resume = resume
+        if resume:
+            self.session.interrupt_note = (
+                "the partial output of the input in progress was kept (zarr folder "
+                "'.NAME.resume.partial') to be continued."
+            )
+
     def counts(self) -> dict[str, int]:
         from convpaint.batch import result_status
 
@@ -527,6 +539,8 @@ class _Reporter:
         )
         if self.current is not None:
             text += f"; '{plain(self.current)}' was not finished"
+        if self.resume:
+            return text + "; rerun with --resume --skip-existing to do the rest"
         return text + "; rerun with --skip-existing to do the rest"
 
     def summary(self, status: str = "ok", error: str | None = None) -> None:
@@ -642,6 +656,14 @@ def predict(
             "continue); exit 1 if any failed.",
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="zarr/ome-zarr: keep the partial output of a run that stops early "
+            "and continue it in the next run with --resume (config: predict.resume).",
+        ),
+    ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -713,6 +735,7 @@ def predict(
         from convpaint.config import TilingConfig, load_config
 
         report = _Reporter(s, json_out)
+        report.set_resume(resume)
         if model is not None:
             items = _gather_inputs(positional, inputs_from)
             batch.predict(
@@ -728,9 +751,11 @@ def predict(
                 tiling=TilingConfig(**tiling_given),  # type: ignore[arg-type]
                 shard=part,
                 listener=report.listener,
+                resume=resume,
             )
         else:
             cfg = load_config(positional[0])
+            report.set_resume(resume or bool(cfg.predict and cfg.predict.resume))
             if tiling_given:
                 cfg.tiling = TilingConfig.model_validate(
                     {**cfg.tiling.model_dump(), **tiling_given}
@@ -742,6 +767,7 @@ def predict(
                 shard=part,
                 inputs=_gather_inputs([], inputs_from) if inputs_from else None,
                 listener=report.listener,
+                resume=True if resume else None,
             )
         report.summary()
         if report.failed():

@@ -44,6 +44,7 @@ from convpaint.features.classical import upgrade_stored_params
 from convpaint.features.pipeline import FeaturePipeline, Normalization
 from convpaint.io.axes import output_axes
 from convpaint.io.readers import ImageSource, open_image
+from convpaint.io.resume import ResumeState
 from convpaint.io.writers import OutputPaths, ResultWriter, label_dtype
 from convpaint.model_io import LoadedModel, load_model
 from convpaint.model_meta import ModelMeta, parse_meta
@@ -503,8 +504,13 @@ def predict_image(
     spacing: dict[str, float] | None = None,
     levels: int = 1,
     cluster: ClusterConfig | None = None,
+    resume: bool = False,
 ) -> PredictResult:
     """Predict one image or stack into ``paths`` (labels, optionally probabilities).
+
+    With ``resume`` (zarr or OME-Zarr, local scheduler) the outputs are written under
+    a fixed temporary name that a failed or stopped run leaves behind, and an earlier
+    run's partial output there is continued (:mod:`convpaint.io.resume`).
 
     Raises
     ------
@@ -517,8 +523,26 @@ def predict_image(
         require_model_channels(source.n_channels, meta, path, model.path)
         _require_geometry(source, meta, model.path)
         pipeline = model_pipeline(model, meta, source.n_channels)
+        model_digest = file_sha256(model.path)
+        state = (
+            ResumeState.open(
+                paths.labels,
+                paths.probabilities,
+                model_sha256=model_digest,
+                input_path=path,
+                shape_tzyx=source.shape_tzyx,
+                classes=classes,
+                fmt=fmt,
+                levels=levels,
+            )
+            if resume
+            else None
+        )
+        stored = state.statistics() if state is not None else None
         norm_cfg = meta.normalization
-        if norm_cfg.mode == "training":
+        if stored is not None:
+            stats = Statistics(*stored)
+        elif norm_cfg.mode == "training":
             stats = Statistics(
                 np.asarray(norm_cfg.training.mean), np.asarray(norm_cfg.training.std), 0
             )
@@ -540,6 +564,15 @@ def predict_image(
         workers = max(1, min(threads, n_tasks))
         inner = max(1, threads // workers)
         tile = plan_tile_shape(tiling, pipeline, (n_z, n_y, n_x), workers)
+        if state is not None and state.tile is not None:
+            # the partial output's chunk grid (any tiling gives the same numbers)
+            tile = state.tile
+            logger.info(
+                "%s: resuming '%s', %d of its tiles done",
+                path.name,
+                state.partial,
+                len(state.done),
+            )
         chunks = (
             (1,) * n_t,
             *(_chunks(n, e) for n, e in zip((n_z, n_y, n_x), tile, strict=True)),
@@ -557,7 +590,7 @@ def predict_image(
         with_probs = paths.probabilities is not None
         predictor = TilePredictor(
             model_path=model.path,
-            model_digest=file_sha256(model.path),
+            model_digest=model_digest,
             image_path=path,
             axes=source.axes,
             spacing=spacing,
@@ -582,11 +615,21 @@ def predict_image(
             attrs={"convpaint_model": str(model.path), "source": str(path)},
             levels=levels,
             stream=local,
+            resume=state is not None,
         )
         try:
+            if state is not None:
+                state.start(tile, stats.mean, stats.std, stats.voxels, stats.sampled)
             if local:
                 counts = _run_local(
-                    predictor, writer, chunks, classes, with_probs, workers, inner
+                    predictor,
+                    writer,
+                    chunks,
+                    classes,
+                    with_probs,
+                    workers,
+                    inner,
+                    resume=state,
                 )
             else:
                 counts = _run_graph(
@@ -603,9 +646,15 @@ def predict_image(
                     path.name,
                     local,
                 )
-            outputs = writer.finish()
+            outputs = writer.finish(state.finish if state is not None else None)
         except BaseException:
             writer.abort()
+            if state is not None and state.partial.is_dir():
+                logger.warning(
+                    "kept the partial result '%s'; run the same prediction with "
+                    "--resume to continue it",
+                    state.partial,
+                )
             raise
     total = max(int(counts.sum()), 1)
     return PredictResult(
@@ -626,6 +675,7 @@ def _run_local(
     with_probs: bool,
     workers: int,
     inner: int,
+    resume: ResumeState | None = None,
 ) -> np.ndarray:
     """Predict every tile on ``workers`` threads of this process, in file order.
 
@@ -633,8 +683,9 @@ def _run_local(
     roughly in the order the TIFF writer needs (it holds back only tiles that
     finish ahead of an unfinished one; dask's own ordering could leave the first
     rows for last and the whole result waiting in memory). Each tile is the same
-    computation as in the task graph of :func:`_run_graph`. Returns the per-class
-    counts.
+    computation as in the task graph of :func:`_run_graph`. With ``resume``, tiles
+    an earlier run stored are read back (for the counts) instead of computed, and
+    each stored tile is marked done. Returns the per-class counts.
     """
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
@@ -646,8 +697,15 @@ def _run_local(
         for c in chunks
     ]
 
+    edges = [c[0] for c in chunks]
+
     def one(loc: tuple[tuple[int, int], ...]) -> np.ndarray:
         region = tuple(slice(int(a), int(b)) for a, b in loc)
+        index = [int(a) // e for (a, _), e in zip(loc, edges, strict=True)]
+        if resume is not None and resume.key(index) in resume.done:
+            labels = np.asarray(writer.labels_target[region])
+            predictor.on_tile()  # type: ignore[misc]
+            return _count(labels, cls).reshape(-1)
         if with_probs:
             where = [loc[0], (0, k + 1), *loc[1:]]
             packed = predictor({None: {"array-location": where}})
@@ -658,6 +716,8 @@ def _run_local(
         else:
             labels = predictor({None: {"array-location": list(loc)}})
         writer.labels_target[region] = labels
+        if resume is not None:
+            resume.mark(index)
         return _count(labels, cls).reshape(-1)
 
     counts = np.zeros(k, dtype=np.int64)

@@ -194,6 +194,88 @@ def test_concurrent_runs_sigterm_and_kill9(work: Path) -> None:
     assert e.stdout.startswith("done ") and len(e.stdout.splitlines()) == 2
 
 
+def test_resume_after_sigterm_and_kill9(work: Path) -> None:
+    """--resume: SIGTERM in flight exits 143 and keeps the partial zarr output (the
+    message says so); a resumed run killed with kill -9 keeps it too; the next
+    resumed run takes over the stale claim, computes only the missing tiles and
+    writes labels equal to an uninterrupted run's, leaving no stray file."""
+    import zarr
+
+    from convpaint import api
+    from convpaint.config import TilingConfig
+    from convpaint.io.resume import DONE_FOLDER, resume_path
+
+    model = work / "m.cpm"
+    out = work / "resumed"
+    image = work / "resume.tif"
+    tifffile.imwrite(image, tifffile.imread(work / "big.tif")[:2048, :3072])
+    args = convpaint(
+        "predict",
+        "-m",
+        model,
+        "-o",
+        out,
+        image,
+        "--format",
+        "zarr",
+        "--resume",
+        "--tile-size",
+        "128",
+        "--threads",
+        "1",
+    )
+    done = resume_path(out / "resume_labels.zarr") / DONE_FOLDER
+
+    def n_done() -> int:
+        try:
+            return len(os.listdir(done))
+        except FileNotFoundError:
+            return 0
+
+    a = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
+    )
+    try:
+        wait_for(lambda: n_done() >= 5)
+        a.send_signal(signal.SIGTERM)
+        _, stderr = a.communicate(timeout=60)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    assert a.returncode == 143, stderr
+    assert "partial output of the input in progress was kept" in stderr
+    assert "--resume --skip-existing" in stderr and "Traceback" not in stderr
+    after_term = n_done()
+    assert after_term >= 5 and stray(out) == [".resume_labels.zarr.resume.partial"]
+    b = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
+    )
+    wait_for(lambda: n_done() >= after_term + 5)
+    b.kill()
+    b.wait()
+    assert any(n.endswith(".claim") for n in stray(out))
+    c = subprocess.run(
+        args, capture_output=True, text=True, env=child_env(), timeout=600
+    )
+    assert c.returncode == 0, c.stderr
+    assert "removing the stale claim" in c.stderr
+    assert stray(out) == [] and [p.name for p in out.iterdir()] == [
+        "resume_labels.zarr"
+    ]
+    reference = work / "resume_ref"
+    api.predict(
+        model,
+        [str(image)],
+        reference,
+        fmt="zarr",
+        tiling=TilingConfig(tile_size=128),
+    )
+    got = zarr.open_array(str(out / "resume_labels.zarr"), mode="r")[:]
+    want = zarr.open_array(str(reference / "resume_labels.zarr"), mode="r")[:]
+    assert np.array_equal(got, want)
+
+
 def test_stdout_is_json_lines_only(work: Path) -> None:
     """train and predict with VGG16 (torch) and --json: every stdout line parses as
     JSON; warnings arrive on stderr, one line each."""

@@ -163,6 +163,21 @@ class PredictSection(StrictModel):
     """When an input fails: stop the run, or record the failure and go on with the next
     input (`--keep-going`); the exit status is 1 if any input failed."""
 
+    resume: bool = False
+    """zarr and ome-zarr outputs: keep the partial output of a run that stops early
+    (time limit, Ctrl-C, error, crash) under ``.NAME.resume.partial`` and continue it
+    in the next run instead of starting over (`--resume`); the finished tiles are
+    not computed again and the result is the same. Local scheduler only."""
+
+    @model_validator(mode="after")
+    def _resumable(self) -> PredictSection:
+        if self.resume and self.format not in ("zarr", "ome-zarr"):
+            raise ValueError(
+                f"resume needs format zarr or ome-zarr, not {self.format}: a TIFF is "
+                "written in order and cannot be continued"
+            )
+        return self
+
     _as_list_inputs = field_validator("inputs", mode="before")(_as_list)
 
     @field_validator("axes")

@@ -25,7 +25,9 @@ __all__ = [
     "atomic_output",
     "describe_os_error",
     "is_convpaint_output",
+    "move_into_place",
     "partial_paths",
+    "refuse_foreign_folder",
     "remove_path",
 ]
 
@@ -101,7 +103,8 @@ def is_convpaint_output(path: Path | str) -> bool:
     return False
 
 
-def _refuse_foreign_folder(final: Path) -> None:
+def refuse_foreign_folder(final: Path) -> None:
+    """Raise :class:`OutputError` when ``final`` is a folder convpaint did not write."""
     if final.is_dir() and not final.is_symlink() and not is_convpaint_output(final):
         raise OutputError(
             f"'{final}' is a folder that convpaint did not write as an output (no "
@@ -170,7 +173,7 @@ def atomic_output(final: Path | str) -> Iterator[Path]:
         raise OutputError(
             f"cannot create the folder for '{final}': {describe_os_error(err)}"
         ) from err
-    _refuse_foreign_folder(final)
+    refuse_foreign_folder(final)
     tag = _temporary_tag(final)
     tmp, raw, _scratch, old = partial_paths(final, tag)
     try:
@@ -180,21 +183,34 @@ def atomic_output(final: Path | str) -> Iterator[Path]:
             raise OutputError(
                 f"could not write '{final}': {describe_os_error(err)}"
             ) from err
-        try:
-            if final.is_dir() and not final.is_symlink():
-                _refuse_foreign_folder(final)  # it may have appeared meanwhile
-                # Folders (zarr) cannot be replaced atomically by os.replace: move the
-                # old one aside first and delete it only once the new one is in place.
-                os.replace(final, old)
-                os.replace(tmp, final)
-                remove_path(old)
-            else:
-                os.replace(tmp, final)
-        except OSError as err:
-            raise OutputError(
-                f"could not move the finished output into place as '{final}': "
-                f"{describe_os_error(err)}"
-            ) from err
+        move_into_place(tmp, final, old)
     finally:
         remove_path(tmp)
         remove_path(raw)
+
+
+def move_into_place(tmp: Path, final: Path, old: Path) -> None:
+    """Rename the finished ``tmp`` to ``final``, replacing what is there.
+
+    Folders (zarr) cannot be replaced atomically by ``os.replace``: an existing one
+    (only a convpaint output; anything else is refused) is moved aside to ``old``
+    first and deleted only once the new one is in place.
+
+    Raises
+    ------
+    OutputError
+        The rename failed (the message names the path and the reason).
+    """
+    try:
+        if final.is_dir() and not final.is_symlink():
+            refuse_foreign_folder(final)  # it may have appeared meanwhile
+            os.replace(final, old)
+            os.replace(tmp, final)
+            remove_path(old)
+        else:
+            os.replace(tmp, final)
+    except OSError as err:
+        raise OutputError(
+            f"could not move the finished output into place as '{final}': "
+            f"{describe_os_error(err)}"
+        ) from err

@@ -25,6 +25,7 @@ from .ome_zarr import (
     omero_attrs,
 )
 from .readers import file_stem
+from .resume import RESUMABLE_FORMATS, resumable_output
 from .tiff_out import TiffStream, plan_tiff, write_tiff
 from .zarr_out import ZarrTarget, create_zarr_array
 
@@ -292,6 +293,11 @@ class ResultWriter:
         Every block is stored from a thread of this process (the local
         scheduler), so a TIFF of labels can be written as they arrive instead of
         through a temporary zarr array.
+    resume : bool
+        zarr and OME-Zarr only: write under the fixed name of
+        :func:`~convpaint.io.resume.resume_path`, reopen what an earlier run left
+        there (the caller has checked it with
+        :class:`~convpaint.io.resume.ResumeState`) and keep it when the run fails.
 
     Attributes
     ----------
@@ -315,6 +321,7 @@ class ResultWriter:
         attrs: dict[str, Any] | None = None,
         levels: int = 1,
         stream: bool = False,
+        resume: bool = False,
     ) -> None:
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"fmt must be one of {OUTPUT_FORMATS}, not {fmt!r}")
@@ -332,6 +339,9 @@ class ResultWriter:
             raise ValueError(f"chunks_tzyx must be 4 positive sizes, not {chunks_tzyx}")
         if levels < 1 or (levels > 1 and fmt != "ome-zarr"):
             raise ValueError(f"levels={levels}: more than 1 only for fmt='ome-zarr'")
+        if resume and fmt not in RESUMABLE_FORMATS:
+            raise ValueError(f"resume needs fmt in {RESUMABLE_FORMATS}, not {fmt!r}")
+        self.resume = resume
         self.paths = paths
         self.fmt = fmt
         self.shape_tzyx = shape_tzyx
@@ -403,7 +413,15 @@ class ResultWriter:
         dtype = np.dtype(np.float32) if probabilities else self.dtype
         chunks = self._chunks(layout, shape)
         keep = tuple(a in axes for a in layout)
-        tmp = self._stack.enter_context(atomic_output(final))
+        if self.resume:
+            tmp = self._stack.enter_context(resumable_output(final))
+            if tmp.is_dir():  # an earlier run's partial output: continue it
+                if self.fmt == "zarr":
+                    return ZarrTarget(tmp, shape=shape, keep=keep)
+                self._add_levels(tmp, axes, probabilities)
+                return ZarrTarget(tmp / "0", shape=shape, keep=keep)
+        else:
+            tmp = self._stack.enter_context(atomic_output(final))
         if self.fmt == "tif" and self.stream and not probabilities:
             plan = plan_tiff(
                 shape,
@@ -482,16 +500,20 @@ class ResultWriter:
             dtype=dtype,
             nested=True,
         )
+        self._add_levels(tmp, axes, probabilities)
+        return ZarrTarget(Path(tmp) / "0", shape=shape, keep=keep)
+
+    def _add_levels(self, group: Path, axes: str, probabilities: bool) -> None:
+        """Compute the OME-Zarr group's levels above 0 when finishing."""
         if self.levels > 1:
             self._finishers.append(
                 lambda: build_levels(
-                    tmp,
+                    group,
                     axes=axes,
                     levels=self.levels,
                     method="mean" if probabilities else "nearest",
                 )
             )
-        return ZarrTarget(Path(tmp) / "0", shape=shape, keep=keep)
 
     def _write_tiff(
         self, tmp: Path, scratch: Path, layout: str, axes: str, probabilities: bool
@@ -535,12 +557,14 @@ class ResultWriter:
             t, z, y, x = region
             self.probabilities_target[t, slice(None), z, y, x] = probabilities
 
-    def finish(self) -> list[Path]:
+    def finish(self, before_rename: Callable[[], None] | None = None) -> list[Path]:
         """Complete every output and move it to its final name.
 
         TIFF files are written from their scratch arrays, OME-Zarr levels above 0
-        are computed (with dask's current scheduler), then the temporary names are
-        renamed. On failure everything is removed and the error propagates.
+        are computed (with dask's current scheduler), ``before_rename`` is called
+        (e.g. :meth:`~convpaint.io.resume.ResumeState.finish`), then the temporary
+        names are renamed. On failure everything is removed (a resumable output is
+        kept) and the error propagates.
 
         Returns
         -------
@@ -550,6 +574,8 @@ class ResultWriter:
         try:
             for finisher in self._finishers:
                 finisher()
+            if before_rename is not None:
+                before_rename()
         except BaseException:
             self.abort()
             raise
@@ -560,7 +586,8 @@ class ResultWriter:
         ]
 
     def abort(self) -> None:
-        """Remove every temporary file; the final names are untouched."""
+        """Remove every temporary file (a resumable output is kept, to be
+        continued); the final names are untouched."""
         self._finishers.clear()
         self._done = True
         # atomic_output removes its temporary when the block exits with an exception
