@@ -15,6 +15,16 @@ throughput (Mvoxel/s) and peak resident memory (the process's VmHWM) per size.
 Writes ``results/stack_memory.md`` and ``results/stack_memory.png``. The stacks are
 built in ``--workdir`` (default: a temporary folder; they need about 2.5x the largest
 size in disk space) and removed afterwards unless ``--keep``.
+
+A stack that takes longer than one sitting is measured in segments: with
+``--segment-seconds S --workdir DIR`` each prediction runs with ``convpaint predict
+--resume`` and is stopped (SIGTERM) after ``S`` seconds; running the same command
+again continues it from its partial output (model, stack and segment log stay in
+``DIR``) until it completes. Its row then reports the summed seconds of all segments
+(each a fresh process) and the highest peak RSS among them::
+
+    python benchmarks/stack_memory.py --sizes 16 --formats zarr --append \
+        --workdir /scratch/stacks --segment-seconds 7200
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -79,6 +90,10 @@ def build_stacks(
         out["tif"] = path
     if "zarr" in formats:
         path = folder / f"stack_{planes}.zarr"
+        built = folder / f"stack_{planes}.zarr.built"
+        if built.exists():  # a segmented run's stack, complete
+            out["zarr"] = path
+            return out
         arr = zarr.open_array(
             str(path),
             mode="w",
@@ -93,6 +108,7 @@ def build_stacks(
             arr[z0:z1] = np.stack(
                 [_mirror(scaled, z, 0, EDGE, 0, EDGE) for z in range(z0, z1)]
             )
+        built.touch()
         out["zarr"] = path
     return out
 
@@ -120,6 +136,8 @@ def train_model(folder: Path, kind: str = "default") -> Path:
         scr, tifffile.imread(BENCH / SCRIBBLES), imagej=True, metadata={"axes": "ZYX"}
     )
     model = folder / f"model_{kind}.cpm"
+    if model.exists():  # a segmented run continues with the model it started with
+        return model
     api.train(
         parse_config(
             {
@@ -138,8 +156,14 @@ def train_model(folder: Path, kind: str = "default") -> Path:
     return model
 
 
-def predict(model: Path, stack: Path, out: Path, threads: int) -> dict:
-    """Run one fresh `convpaint predict` process; return its time and peak RSS."""
+def predict(
+    model: Path, stack: Path, out: Path, threads: int, budget: float | None = None
+) -> dict:
+    """Run one fresh `convpaint predict` process; return its time and peak RSS.
+
+    With ``budget`` (seconds) the prediction runs with ``--resume`` and is stopped
+    with SIGTERM when the budget is spent; ``finished`` says whether it completed.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -151,7 +175,7 @@ def predict(model: Path, stack: Path, out: Path, threads: int) -> dict:
         str(out),
         "--format",
         "zarr",
-        "--overwrite",
+        *(("--resume",) if budget is not None else ("--overwrite",)),
         "-q",
         "--threads",
         str(threads),
@@ -161,7 +185,11 @@ def predict(model: Path, stack: Path, out: Path, threads: int) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0
     status_path = Path(f"/proc/{proc.pid}/status")
+    stopped = False
     while proc.poll() is None:
+        if budget is not None and not stopped and time.perf_counter() - t0 > budget:
+            proc.send_signal(signal.SIGTERM)
+            stopped = True
         try:
             for line in status_path.read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -171,11 +199,47 @@ def predict(model: Path, stack: Path, out: Path, threads: int) -> dict:
         time.sleep(0.5)
     seconds = time.perf_counter() - t0
     _, err = proc.communicate()
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not (stopped and proc.returncode == 143):
         raise RuntimeError(
             f"predict failed ({proc.returncode}): {err.decode()[-2000:]}"
         )
-    return {"seconds": seconds, "peak_rss": peak}
+    return {"seconds": seconds, "peak_rss": peak, "finished": proc.returncode == 0}
+
+
+def _tiles_done(out: Path) -> int:
+    """Tiles a resumable prediction in ``out`` has stored so far."""
+    from convpaint.io.resume import DONE_FOLDER
+
+    folders = list(out.glob(f".*.resume.partial/{DONE_FOLDER}"))
+    return len(os.listdir(folders[0])) if folders else 0
+
+
+def predict_segment(
+    model: Path, stack: Path, out: Path, threads: int, budget: float, log: Path
+) -> dict | None:
+    """One segment of a resumable prediction; the summed result once complete."""
+    segments = json.loads(log.read_text()) if log.exists() else []
+    before = _tiles_done(out)
+    res = predict(model, stack, out, threads, budget)
+    segments.append(
+        {
+            "seconds": res["seconds"],
+            "peak_rss": res["peak_rss"],
+            "tiles_before": before,
+            "tiles_after": _tiles_done(out),
+            "finished": res["finished"],
+        }
+    )
+    log.write_text(json.dumps(segments, indent=1))
+    print(json.dumps({"segment": len(segments), **segments[-1]}), flush=True)
+    if not res["finished"]:
+        return None
+    log.unlink()  # complete: a later run of this size starts afresh
+    return {
+        "seconds": sum(s["seconds"] for s in segments),
+        "peak_rss": max(s["peak_rss"] for s in segments),
+        "segments": len(segments),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", choices=sorted(MODELS), default="default")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=None,
+        help="predict with --resume, stopping each run after this many seconds; "
+        "rerun the command to continue (needs --workdir)",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument(
         "--append",
@@ -207,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, default=HERE / "results" / "stack_memory.md"
     )
     args = parser.parse_args(argv)
+    if args.segment_seconds is not None and args.workdir is None:
+        parser.error("--segment-seconds needs --workdir (it keeps the partial run)")
+    segmented = args.segment_seconds is not None
     work = Path(args.workdir or tempfile.mkdtemp(prefix="convpaint-stacks-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -228,7 +302,25 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             for fmt, path in stacks.items():
-                res = predict(model, path, work / f"out_{planes}_{fmt}", args.threads)
+                out = work / f"out_{planes}_{fmt}"
+                if segmented:
+                    res = predict_segment(
+                        model,
+                        path,
+                        out,
+                        args.threads,
+                        args.segment_seconds,
+                        work / f"segments_{args.model}_{planes}_{fmt}.json",
+                    )
+                    if res is None:
+                        print(
+                            "stopped after --segment-seconds; run the same command "
+                            "again to continue",
+                            file=sys.stderr,
+                        )
+                        return 3
+                else:
+                    res = predict(model, path, out, args.threads)
                 voxels = planes * EDGE * EDGE
                 row = {
                     "model": args.model,
@@ -238,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": res["seconds"],
                     "mvox_s": voxels / 1e6 / res["seconds"],
                     "peak_rss_mib": res["peak_rss"] / 2**20,
+                    "segments": res.get("segments", 1),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                shutil.rmtree(work / f"out_{planes}_{fmt}", ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)
             for path in stacks.values():
-                if not args.keep:
+                if not args.keep and not segmented:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
     finally:
         if not args.keep and args.workdir is None:
@@ -283,8 +376,10 @@ def _table(rows: list[dict], model: str, threads: int) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        parts = r.get("segments", 1)
+        seg = f" [{parts} resumed segments]" if parts > 1 else ""
         lines.append(
-            f"| {r['size_gb']:.2f} GB ({r['shape']}) | {r['format']} | "
+            f"| {r['size_gb']:.2f} GB ({r['shape']}){seg} | {r['format']} | "
             f"{r['size_gb'] / 2 * 1e3:,.0f} M | {r['seconds']:.0f} | {r['mvox_s']:.2f} | "
             f"{r['peak_rss_mib']:.0f} |"
         )

@@ -98,13 +98,15 @@ def resumable_output(final: Path | str) -> Iterator[Path]:
 
 def input_stamp(path: Path) -> list[int]:
     """Size and modification time (ns) of an input file; for a zarr folder, of its
-    array metadata (``.zarray`` or ``zarr.json``, found below the folder), whose
-    times change when the array is rewritten."""
+    array metadata (``.zarray``/``zarr.json``, or level 0's in an OME-Zarr image),
+    whose times change when the array is rewritten. Only these few names are
+    looked at: listing a large zarr folder can take minutes on a cluster file
+    system."""
     path = Path(path)
     target = path
     if path.is_dir():
-        metas = sorted(p for name in (".zarray", "zarr.json") for p in path.rglob(name))
-        target = metas[0] if metas else path
+        names = [".zarray", "zarr.json", "0/.zarray", "0/zarr.json", ".zgroup"]
+        target = next((path / n for n in names if (path / n).is_file()), path)
     st = target.stat()
     return [int(st.st_size), int(st.st_mtime_ns)]
 
