@@ -47,6 +47,19 @@ def wait_for(predicate: object, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+def terminate(proc: subprocess.Popen) -> tuple[str, str]:
+    """Send SIGTERM to a running process and collect its output (kill it if it is
+    still there after a minute)."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def stray(folder: Path) -> list[str]:
     """Claims, temporary and partial files left in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
@@ -138,13 +151,9 @@ def test_concurrent_runs_sigterm_and_kill9(work: Path) -> None:
         assert c.returncode == 0, c_err
         rec = json.loads(c_out.splitlines()[0])
         assert rec["status"] == "skipped" and "another run" in rec["skip_reason"]
-        # -- SIGTERM to A
-        a.send_signal(signal.SIGTERM)
-        stdout, stderr = a.communicate(timeout=60)
     finally:
-        if a.poll() is None:
-            a.kill()
-            a.wait()
+        # -- SIGTERM to A
+        stdout, stderr = terminate(a)
     assert a.returncode == 143, stderr
     assert "terminated by SIGTERM" in stderr and "big.tif' was not finished" in stderr
     assert "Traceback" not in stderr
@@ -237,12 +246,8 @@ def test_resume_after_sigterm_and_kill9(work: Path) -> None:
     )
     try:
         wait_for(lambda: n_done() >= 5)
-        a.send_signal(signal.SIGTERM)
-        _, stderr = a.communicate(timeout=60)
     finally:
-        if a.poll() is None:
-            a.kill()
-            a.wait()
+        _, stderr = terminate(a)
     assert a.returncode == 143, stderr
     assert "partial output of the input in progress was kept" in stderr
     assert "--resume --skip-existing" in stderr and "Traceback" not in stderr

@@ -22,11 +22,13 @@ from convpaint.errors import OutputError
 
 __all__ = [
     "OUTPUT_MARKER",
+    "RESUMABLE_TAG",
     "atomic_output",
     "describe_os_error",
     "is_convpaint_output",
     "move_into_place",
     "partial_paths",
+    "prepare_output",
     "refuse_foreign_folder",
     "remove_path",
 ]
@@ -103,6 +105,27 @@ def is_convpaint_output(path: Path | str) -> bool:
     return False
 
 
+def prepare_output(final: Path | str) -> Path:
+    """Create the folder of the output ``final`` and refuse a foreign folder in its
+    place (see :func:`refuse_foreign_folder`); returns ``final`` as a Path.
+
+    Raises
+    ------
+    OutputError
+        The folder cannot be created (naming it and the reason), or a folder
+        convpaint did not write is in the output's place.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(
+            f"cannot create the folder for '{final}': {describe_os_error(err)}"
+        ) from err
+    refuse_foreign_folder(final)
+    return final
+
+
 def refuse_foreign_folder(final: Path) -> None:
     """Raise :class:`OutputError` when ``final`` is a folder convpaint did not write."""
     if final.is_dir() and not final.is_symlink() and not is_convpaint_output(final):
@@ -140,8 +163,12 @@ def _temporary_tag(final: Path) -> str:
     return token if token is not None and _TAG.match(token) else uuid.uuid4().hex[:12]
 
 
+#: The temporary name's tag of a resumable output: ``.NAME.resume.partial``.
+RESUMABLE_TAG = "resume"
+
+
 @contextmanager
-def atomic_output(final: Path | str) -> Iterator[Path]:
+def atomic_output(final: Path | str, *, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it to ``final`` when the block succeeds.
 
     The temporary name starts with a dot and ends in ``.partial`` so that globs for
@@ -154,6 +181,10 @@ def atomic_output(final: Path | str) -> Iterator[Path]:
     ----------
     final : path
         Where the file or folder should end up. Its parent folder is created.
+    resumable : bool
+        Use the fixed temporary name ``.NAME.resume.partial`` (which may hold an
+        earlier run's partial output, see :mod:`convpaint.io.resume`) and **keep**
+        it when the block fails, so that a later run can continue it.
 
     Yields
     ------
@@ -166,16 +197,10 @@ def atomic_output(final: Path | str) -> Iterator[Path]:
         The folder cannot be created or written (the message names the path and the
         file system's reason), or a folder convpaint did not write is in the way.
     """
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"cannot create the folder for '{final}': {describe_os_error(err)}"
-        ) from err
-    refuse_foreign_folder(final)
-    tag = _temporary_tag(final)
+    final = prepare_output(final)
+    tag = RESUMABLE_TAG if resumable else _temporary_tag(final)
     tmp, raw, _scratch, old = partial_paths(final, tag)
+    done = False
     try:
         try:
             yield tmp
@@ -184,9 +209,11 @@ def atomic_output(final: Path | str) -> Iterator[Path]:
                 f"could not write '{final}': {describe_os_error(err)}"
             ) from err
         move_into_place(tmp, final, old)
+        done = True
     finally:
-        remove_path(tmp)
-        remove_path(raw)
+        if done or not resumable:
+            remove_path(tmp)
+            remove_path(raw)
 
 
 def move_into_place(tmp: Path, final: Path, old: Path) -> None:

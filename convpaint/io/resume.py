@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from convpaint.errors import OutputError
 
-from .atomic import (
-    describe_os_error,
-    move_into_place,
-    refuse_foreign_folder,
-    remove_path,
-)
+from .atomic import RESUMABLE_TAG, partial_paths, remove_path
 
 __all__ = [
     "DONE_FOLDER",
@@ -48,7 +42,6 @@ __all__ = [
     "ResumeManifest",
     "ResumeState",
     "input_stamp",
-    "resumable_output",
     "resume_path",
 ]
 
@@ -64,36 +57,7 @@ RESUMABLE_FORMATS = ("zarr", "ome-zarr")
 
 def resume_path(final: Path | str) -> Path:
     """The fixed temporary name of a resumable output: ``.NAME.resume.partial``."""
-    final = Path(final)
-    return final.with_name(f".{final.name}.resume.partial")
-
-
-@contextmanager
-def resumable_output(final: Path | str) -> Iterator[Path]:
-    """Like :func:`~convpaint.io.atomic.atomic_output`, but the temporary name is
-    fixed and is **kept** when the block fails, so that a later run can continue it.
-
-    Yields
-    ------
-    Path
-        ``resume_path(final)`` (it may already hold an earlier run's partial output).
-    """
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"cannot create the folder for '{final}': {describe_os_error(err)}"
-        ) from err
-    refuse_foreign_folder(final)
-    tmp = resume_path(final)
-    try:
-        yield tmp
-    except OSError as err:
-        raise OutputError(
-            f"could not write '{final}': {describe_os_error(err)}"
-        ) from err
-    move_into_place(tmp, final, final.with_name(f".{final.name}.resume.old"))
+    return partial_paths(final, RESUMABLE_TAG)[0]
 
 
 def input_stamp(path: Path) -> list[int]:

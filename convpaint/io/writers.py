@@ -25,7 +25,7 @@ from .ome_zarr import (
     omero_attrs,
 )
 from .readers import file_stem
-from .resume import RESUMABLE_FORMATS, resumable_output
+from .resume import RESUMABLE_FORMATS
 from .tiff_out import TiffStream, plan_tiff, write_tiff
 from .zarr_out import ZarrTarget, create_zarr_array
 
@@ -414,7 +414,7 @@ class ResultWriter:
         chunks = self._chunks(layout, shape)
         keep = tuple(a in axes for a in layout)
         if self.resume:
-            tmp = self._stack.enter_context(resumable_output(final))
+            tmp = self._stack.enter_context(atomic_output(final, resumable=True))
             if tmp.is_dir():  # an earlier run's partial output: continue it
                 if self.fmt == "zarr":
                     return ZarrTarget(tmp, shape=shape, keep=keep)
