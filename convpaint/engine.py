@@ -704,7 +704,6 @@ def _run_local(
         index = [int(a) // e for (a, _), e in zip(loc, edges, strict=True)]
         if resume is not None and resume.key(index) in resume.done:
             labels = np.asarray(writer.labels_target[region])
-            predictor.on_tile()  # type: ignore[misc]
             return _count(labels, cls).reshape(-1)
         if with_probs:
             where = [loc[0], (0, k + 1), *loc[1:]]
@@ -722,7 +721,8 @@ def _run_local(
 
     counts = np.zeros(k, dtype=np.int64)
     name = Path(predictor.image_path).name
-    with progress.bar(math.prod(map(len, spans)), name, "tile") as pbar:
+    stored = len(resume.done) if resume is not None else 0
+    with progress.bar(math.prod(map(len, spans)), name, "tile", stored) as pbar:
         lock = threading.Lock()
 
         def tick() -> None:

@@ -79,11 +79,14 @@ def _duration(seconds: float) -> str:
 class _LogBar:
     """One loop's counter; :class:`_Log` decides when a line is due."""
 
-    def __init__(self, total: int | None, description: str, unit: str) -> None:
+    def __init__(
+        self, total: int | None, description: str, unit: str, initial: int = 0
+    ) -> None:
         self.total = total
         self.description = description
         self.unit = unit
-        self.done = 0
+        self.initial = initial
+        self.done = initial
         self.start = time.monotonic()
         self.pixels = _LOG.item[3] if _LOG.item is not None else None
 
@@ -100,11 +103,12 @@ class _LogBar:
             count += f"/{self.total} ({100 * self.done / self.total:.0f} %)"
         parts = [count]
         elapsed = max(now - self.start, 1e-9)
-        if self.pixels and self.total and self.done:
-            rate = self.pixels * self.done / self.total / elapsed / 1e6
+        new = self.done - self.initial  # done by this run (rates and ETA)
+        if self.pixels and self.total and new:
+            rate = self.pixels * new / self.total / elapsed / 1e6
             parts.append(f"{rate:.2f} Mpx/s")
-        if self.total and self.done:
-            remaining = elapsed / self.done * (self.total - self.done)
+        if self.total and new:
+            remaining = elapsed / new * (self.total - self.done)
             parts.append(f"ETA {_duration(remaining)}")
         return ", ".join(parts)
 
@@ -153,14 +157,17 @@ _LOG = _Log()
 
 
 @contextmanager
-def bar(total: int | None, description: str, unit: str) -> Iterator[Any]:
+def bar(
+    total: int | None, description: str, unit: str, initial: int = 0
+) -> Iterator[Any]:
     """A progress reporter with ``update(n)``: a tqdm bar on a terminal, log lines in
-    a batch log, or an object that ignores updates."""
+    a batch log, or an object that ignores updates. ``initial`` steps were done
+    before (a resumed run): they count towards the total, not towards the rate."""
     if _MODE == "off":
         yield _Silent()
         return
     if _MODE == "log":
-        b = _LogBar(total, description, unit)
+        b = _LogBar(total, description, unit, initial)
         with _LOG.lock:
             _LOG.bars.append(b)
         try:
@@ -173,6 +180,11 @@ def bar(total: int | None, description: str, unit: str) -> Iterator[Any]:
     from tqdm.auto import tqdm
 
     with tqdm(
-        total=total, desc=description, unit=unit, file=sys.stderr, leave=False
+        total=total,
+        desc=description,
+        unit=unit,
+        file=sys.stderr,
+        leave=False,
+        initial=initial,
     ) as t:
         yield t

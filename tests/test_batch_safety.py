@@ -707,6 +707,15 @@ def test_progress_lines_for_batch_logs(capsys: pytest.CaptureFixture[str]) -> No
             for line in lines
         ), lines
         assert lines[0][:4].isdigit()  # starts with a timestamp
+        # a resumed run: tiles stored before count towards the total only
+        progress.set_item(1, 1, "b.zarr", pixels=100_000_000)
+        with progress.bar(100, "b.zarr", "tile", initial=90) as tiles:
+            time.sleep(0.05)
+            tiles.update(1)
+            line = capsys.readouterr().err.splitlines()[-1]
+        assert "tile 91/100 (91 %)" in line
+        rate = float(line.split(", ")[1].split()[0])
+        assert rate < 1_000_000 / 0.05 / 1e6 * 1.01  # one tile's pixels, not 91
         progress.configure(enabled=True, interval=3600)
         with progress.bar(100, "x", "tile") as b:
             for _ in range(100):
