@@ -495,13 +495,15 @@ class _Reporter:
                         },
                         "error": r.error,
                         "skip_reason": r.skip_reason,
+                        "resumed_tiles": r.resumed_tiles,
                     }
                 )
             )
             return
         outs = ", ".join(plain(p) for p in r.outputs)
         if status == "done":
-            line = f"done {plain(r.input)} -> {outs} ({r.seconds:.1f} s)"
+            resumed = f", {r.resumed_tiles} tiles resumed" if r.resumed_tiles else ""
+            line = f"done {plain(r.input)} -> {outs} ({r.seconds:.1f} s{resumed})"
         elif status == "skipped":
             line = f"skipped {plain(r.input)} -> {outs or '-'} ({r.skip_reason})"
         else:

@@ -85,6 +85,8 @@ class PredictResult:
     """Why the input failed (``--keep-going``); None when it did not."""
     skip_reason: str | None = None
     """Why it was skipped: the output exists, or another run is writing it."""
+    resumed_tiles: int = 0
+    """Tiles taken from an earlier run's partial output (``--resume``), not computed."""
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -660,6 +662,7 @@ def predict_image(
     return PredictResult(
         input=path,
         outputs=outputs,
+        resumed_tiles=len(state.done) if state is not None else 0,
         seconds=time.perf_counter() - t0,
         class_fractions={
             int(c): float(n) / total for c, n in zip(classes, counts, strict=True)

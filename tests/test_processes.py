@@ -265,6 +265,8 @@ def test_resume_after_sigterm_and_kill9(work: Path) -> None:
     )
     assert c.returncode == 0, c.stderr
     assert "removing the stale claim" in c.stderr
+    resumed = int(c.stdout.split(", ")[1].split()[0])  # "(... s, N tiles resumed)"
+    assert resumed >= after_term + 5 and "tiles resumed)" in c.stdout
     assert stray(out) == [] and [p.name for p in out.iterdir()] == [
         "resume_labels.zarr"
     ]

@@ -94,7 +94,7 @@ def test_stopped_run_is_continued_bit_for_bit(
     calls = _stop_after(monkeypatch, 10**6)
     res = _predict(setup, out, resume=True, **kw)[0]
     n_tiles = 5 * 4  # 320 x 256 in tiles of 64
-    assert len(calls) == n_tiles - len(done)
+    assert len(calls) == n_tiles - len(done) and res.resumed_tiles == len(done)
     assert res.class_fractions == ref.class_fractions
     inner = "" if fmt == "zarr" else "/0"
     for name in ("big_labels", "big_probabilities"):
