@@ -382,7 +382,7 @@ def predict(
         Told about the plan and each input as it starts and ends.
     resume : bool
         Continue the partial outputs of earlier runs that stopped early, and keep
-        this run's partial output if it stops (zarr and OME-Zarr, local scheduler;
+        this run's partial output if it stops (zarr and OME-Zarr, any scheduler;
         see :mod:`convpaint.io.resume`).
 
     Returns
@@ -405,11 +405,6 @@ def predict(
         raise ConfigError(
             f"--resume (predict.resume) needs zarr or ome-zarr output, not {fmt}: a "
             "TIFF is written in order and cannot be continued; use --format zarr"
-        )
-    if resume and tiling.scheduler != "threads":
-        raise ConfigError(
-            "--resume (predict.resume) works with the local scheduler only "
-            f"(tiling.scheduler: threads), not {tiling.scheduler}"
         )
     plan = plan_batch(
         inputs,

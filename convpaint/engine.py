@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 import warnings
@@ -44,7 +45,7 @@ from convpaint.features.classical import upgrade_stored_params
 from convpaint.features.pipeline import FeaturePipeline, Normalization
 from convpaint.io.axes import output_axes
 from convpaint.io.readers import ImageSource, open_image
-from convpaint.io.resume import ResumeState
+from convpaint.io.resume import ResumeState, mark_done, tile_marker
 from convpaint.io.writers import OutputPaths, ResultWriter, label_dtype
 from convpaint.model_io import LoadedModel, load_model
 from convpaint.model_meta import ModelMeta, parse_meta
@@ -510,7 +511,7 @@ def predict_image(
 ) -> PredictResult:
     """Predict one image or stack into ``paths`` (labels, optionally probabilities).
 
-    With ``resume`` (zarr or OME-Zarr, local scheduler) the outputs are written under
+    With ``resume`` (zarr or OME-Zarr, any scheduler) the outputs are written under
     a fixed temporary name that a failed or stopped run leaves behind, and an earlier
     run's partial output there is continued (:mod:`convpaint.io.resume`).
 
@@ -622,16 +623,17 @@ def predict_image(
         try:
             if state is not None:
                 state.start(tile, stats.mean, stats.std, stats.voxels, stats.sampled)
+            task = StoredTile(
+                predictor,
+                writer,
+                chunks,
+                classes,
+                with_probs,
+                done_dir=state.done_dir if state is not None else None,
+            )
             if local:
                 counts = _run_local(
-                    predictor,
-                    writer,
-                    chunks,
-                    classes,
-                    with_probs,
-                    workers,
-                    inner,
-                    resume=state,
+                    task, workers, inner, len(state.done) if state is not None else 0
                 )
             else:
                 counts = _run_graph(
@@ -646,7 +648,7 @@ def predict_image(
                     inner,
                     n_tasks,
                     path.name,
-                    local,
+                    resumable=task if state is not None else None,
                 )
             outputs = writer.finish(state.finish if state is not None else None)
         except BaseException:
@@ -670,62 +672,96 @@ def predict_image(
     )
 
 
+class StoredTile:
+    """Compute one tile, store its labels (and probabilities), return its class counts.
+
+    Picklable, so that the same task runs in this process's threads and on any dask
+    scheduler. With ``done_dir`` (a resumable output, :mod:`convpaint.io.resume`) a
+    tile whose marker exists there is read back instead of computed, and each tile
+    stored is marked there afterwards.
+    """
+
+    def __init__(
+        self,
+        predictor: TilePredictor,
+        writer: ResultWriter,
+        chunks: tuple[tuple[int, ...], ...],
+        classes: list[int],
+        with_probs: bool,
+        done_dir: Path | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.labels_target = writer.labels_target
+        self.probabilities_target = writer.probabilities_target if with_probs else None
+        self.classes = np.asarray(classes)
+        self.dtype = label_dtype(classes)
+        self.spans = [
+            [
+                (int(a), int(a + n))
+                for a, n in zip(np.cumsum((0, *c[:-1])), c, strict=True)
+            ]
+            for c in chunks
+        ]
+        self.done_dir = str(done_dir) if done_dir is not None else None
+
+    def locations(self) -> Iterator[tuple[tuple[int, int], ...]]:
+        """Every tile's ``(start, stop)`` per axis (T, Z, Y, X), in C order."""
+        return itertools.product(*self.spans)
+
+    def run(self, loc: tuple[tuple[int, int], ...]) -> np.ndarray:
+        """The tile at ``loc``; returns its per-class counts ``(K,)``."""
+        cls = self.classes
+        region = tuple(slice(a, b) for a, b in loc)
+        marker = None
+        if self.done_dir is not None:
+            index = [self.spans[ax].index(span) for ax, span in enumerate(loc)]
+            marker = tile_marker(self.done_dir, index)
+            if os.path.exists(marker):
+                labels = np.asarray(self.labels_target[region])
+                return _count(labels, cls).reshape(-1)
+        if self.probabilities_target is not None:
+            k = len(cls)
+            where = [loc[0], (0, k + 1), *loc[1:]]
+            packed = self.predictor({None: {"array-location": where}})
+            labels = _to_labels(packed, cls, self.dtype)
+            self.probabilities_target[(region[0], slice(None), *region[1:])] = packed[
+                :, :k
+            ]
+        else:
+            labels = self.predictor({None: {"array-location": list(loc)}})
+        self.labels_target[region] = labels
+        if marker is not None:
+            mark_done(marker)
+        return _count(labels, cls).reshape(-1)
+
+    def __call__(self, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        """As a dask block of the counts array (one ``(1, 1, 1, 1, K)`` block per
+        tile, located by its chunk index)."""
+        index = block_info[None]["chunk-location"][:4]  # type: ignore[index]
+        loc = tuple(self.spans[ax][i] for ax, i in enumerate(index))
+        return self.run(loc).reshape(1, 1, 1, 1, -1)
+
+
 def _run_local(
-    predictor: TilePredictor,
-    writer: ResultWriter,
-    chunks: tuple[tuple[int, ...], ...],
-    classes: list[int],
-    with_probs: bool,
-    workers: int,
-    inner: int,
-    resume: ResumeState | None = None,
+    task: StoredTile, workers: int, inner: int, stored: int = 0
 ) -> np.ndarray:
-    """Predict every tile on ``workers`` threads of this process, in file order.
+    """Run every tile of ``task`` on ``workers`` threads of this process, in file order.
 
     Tiles are started in C order (frames, planes, rows, columns), so they finish
     roughly in the order the TIFF writer needs (it holds back only tiles that
     finish ahead of an unfinished one; dask's own ordering could leave the first
     rows for last and the whole result waiting in memory). Each tile is the same
-    computation as in the task graph of :func:`_run_graph`. With ``resume``, tiles
-    an earlier run stored are read back (for the counts) instead of computed, and
-    each stored tile is marked done. Returns the per-class counts.
+    computation as in the task graph of :func:`_run_graph`. ``stored``: tiles an
+    earlier run stored (a resumed run), for the progress bar. Returns the per-class
+    counts.
     """
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-    cls = np.asarray(classes)
-    dtype = label_dtype(classes)
-    k = len(classes)
-    spans = [
-        [(a, a + n) for a, n in zip(np.cumsum((0, *c[:-1])), c, strict=True)]
-        for c in chunks
-    ]
-
-    edges = [c[0] for c in chunks]
-
-    def one(loc: tuple[tuple[int, int], ...]) -> np.ndarray:
-        region = tuple(slice(int(a), int(b)) for a, b in loc)
-        index = [int(a) // e for (a, _), e in zip(loc, edges, strict=True)]
-        if resume is not None and resume.key(index) in resume.done:
-            labels = np.asarray(writer.labels_target[region])
-            return _count(labels, cls).reshape(-1)
-        if with_probs:
-            where = [loc[0], (0, k + 1), *loc[1:]]
-            packed = predictor({None: {"array-location": where}})
-            labels = _to_labels(packed, cls, dtype)
-            writer.probabilities_target[(region[0], slice(None), *region[1:])] = (  # type: ignore[index]
-                packed[:, :k]
-            )
-        else:
-            labels = predictor({None: {"array-location": list(loc)}})
-        writer.labels_target[region] = labels
-        if resume is not None:
-            resume.mark(index)
-        return _count(labels, cls).reshape(-1)
-
-    counts = np.zeros(k, dtype=np.int64)
+    predictor = task.predictor
+    counts = np.zeros(len(task.classes), dtype=np.int64)
     name = Path(predictor.image_path).name
-    stored = len(resume.done) if resume is not None else 0
-    with progress.bar(math.prod(map(len, spans)), name, "tile", stored) as pbar:
+    total = math.prod(map(len, task.spans))
+    with progress.bar(total, name, "tile", stored) as pbar:
         lock = threading.Lock()
 
         def tick() -> None:
@@ -736,7 +772,7 @@ def _run_local(
         pool = ThreadPoolExecutor(workers, thread_name_prefix="convpaint-tile")
         try:
             with thread_budget(inner):
-                futures = [pool.submit(one, loc) for loc in itertools.product(*spans)]
+                futures = [pool.submit(task.run, loc) for loc in task.locations()]
                 wait(futures, return_when=FIRST_EXCEPTION)
                 for future in futures:
                     if future.done() and not future.cancelled() and future.exception():
@@ -761,21 +797,40 @@ def _run_graph(
     inner: int,
     n_tasks: int,
     name: str,
-    local: bool,
+    resumable: StoredTile | None = None,
 ) -> np.ndarray:
-    """Build the tile graph, store it chunk by chunk, return the per-class counts."""
+    """Build the tile graph, store it chunk by chunk, return the per-class counts.
+
+    For dask.distributed schedulers (local runs go through :func:`_run_local`);
+    tiles on remote workers report no progress.
+
+    With ``resumable`` (a resumed or resumable run) every task is that
+    :class:`StoredTile`: it stores its own tile and marks it done, so that a later
+    run can skip it.
+    """
     import dask
     import dask.array as da
 
     cls = np.asarray(classes)
     dtype = label_dtype(classes)
-    if with_probs:
+    token = dask.base.tokenize(predictor.image_path, predictor.model_digest)
+    stored: Any
+    if resumable is not None:
+        stored = None
+        counts = da.map_blocks(
+            resumable,
+            chunks=(*(((1,) * len(c)) for c in chunks), (len(classes),)),
+            dtype=np.int64,
+            meta=np.empty((0,) * 5, dtype=np.int64),
+            name=f"convpaint-resumable-{token}",
+        ).sum(axis=(0, 1, 2, 3))
+    elif with_probs:
         packed = da.map_blocks(
             predictor,
             chunks=(chunks[0], (len(classes) + 1,), *chunks[1:]),
             dtype=np.float32,
             meta=np.empty((0,) * 5, dtype=np.float32),
-            name=f"convpaint-proba-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
+            name=f"convpaint-proba-{token}",
         )
         probs = packed[:, : len(classes)]
         labels = packed.map_blocks(
@@ -796,30 +851,23 @@ def _run_graph(
             chunks=chunks,
             dtype=dtype,
             meta=np.empty((0,) * 4, dtype=dtype),
-            name=f"convpaint-labels-{dask.base.tokenize(predictor.image_path, predictor.model_digest)}",
+            name=f"convpaint-labels-{token}",
         )
         sources, targets = [labels], [writer.labels_target]
-    counts = labels.map_blocks(
-        _count,
-        cls,
-        new_axis=4,
-        chunks=(1, 1, 1, 1, len(classes)),
-        dtype=np.int64,
-        meta=np.empty((0,) * 5, dtype=np.int64),
-    ).sum(axis=(0, 1, 2, 3))
-    stored = da.store(sources, targets, lock=False, compute=False)
-    with progress.bar(n_tasks, name, "tile") as pbar:
-        if local:
-            lock = threading.Lock()
-
-            def tick() -> None:
-                with lock:
-                    pbar.update(1)
-
-            predictor.on_tile = tick
-        with (
-            _scheduler(tiling.scheduler, cluster, workers) as kwargs,
-            thread_budget(inner if local else max(1, inner)),
-        ):
-            _, result = dask.compute(stored, counts, **kwargs)
+    if resumable is None:
+        counts = labels.map_blocks(
+            _count,
+            cls,
+            new_axis=4,
+            chunks=(1, 1, 1, 1, len(classes)),
+            dtype=np.int64,
+            meta=np.empty((0,) * 5, dtype=np.int64),
+        ).sum(axis=(0, 1, 2, 3))
+        stored = da.store(sources, targets, lock=False, compute=False)
+    with (
+        progress.bar(n_tasks, name, "tile"),
+        _scheduler(tiling.scheduler, cluster, workers) as kwargs,
+        thread_budget(max(1, inner)),
+    ):
+        _, result = dask.compute(stored, counts, **kwargs)
     return np.asarray(result)

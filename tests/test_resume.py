@@ -180,18 +180,9 @@ def test_partial_without_record_and_runs_without_resume(
     )
 
 
-def test_resume_needs_zarr_and_the_local_scheduler(
-    setup: dict[str, Path], tmp_path: Path
-) -> None:
+def test_resume_needs_zarr(setup: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs zarr or ome-zarr output, not tif"):
         _predict(setup, tmp_path, fmt="tif", resume=True)
-    with pytest.raises(ConfigError, match="local scheduler only"):
-        _predict(
-            setup,
-            tmp_path,
-            resume=True,
-            tiling=TilingConfig(scheduler="tcp://localhost:1"),
-        )
     with pytest.raises(ValueError, match="resume needs format zarr or ome-zarr"):
         parse_config(
             {"predict": {"inputs": ["x.tif"], "model": "m.cpm", "resume": True}}
@@ -227,3 +218,47 @@ def test_cli_resume(setup: dict[str, Path], tmp_path: Path) -> None:
     res = runner.invoke(app, zarr_args)
     assert res.exit_code == 1 and "exists" in res.output
     assert runner.invoke(app, [*zarr_args, "--skip-existing"]).exit_code == 0
+
+
+def test_resume_on_a_distributed_cluster(
+    setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partial output is continued by a LocalCluster of 2 worker processes: the
+    stored tiles' chunk files are not written again, the others are, and labels and
+    probabilities equal an uninterrupted run's."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    ref = tmp_path / "ref"
+    _predict(setup, ref, probabilities=True)
+    out = tmp_path / "out"
+    _stop_after(monkeypatch, 6)
+    with pytest.raises(Stop):
+        _predict(setup, out, resume=True, probabilities=True)
+    monkeypatch.undo()
+    partial = resume_path(out / "big_labels.zarr")
+    done = set(os.listdir(partial / DONE_FOLDER))
+    # zarr's flat chunk keys are the tile indices without T (a 2-D output: y.x)
+    stamps = {
+        p.name: p.stat().st_mtime_ns for p in partial.iterdir() if p.name[0].isdigit()
+    }
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        tiling = TilingConfig(tile_size=64, scheduler=cluster.scheduler_address)
+        res = _predict(setup, out, resume=True, probabilities=True, tiling=tiling)[0]
+    assert res.resumed_tiles == len(done) > 0
+    final = out / "big_labels.zarr"
+    for key in done:
+        chunk = ".".join(key.split(".")[2:])
+        assert (final / chunk).stat().st_mtime_ns == stamps[chunk]
+    for name in ("big_labels.zarr", "big_probabilities.zarr"):
+        assert np.array_equal(_read(out / name), _read(ref / name))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big_labels.zarr",
+        "big_probabilities.zarr",
+    ]

@@ -167,7 +167,7 @@ class PredictSection(StrictModel):
     """zarr and ome-zarr outputs: keep the partial output of a run that stops early
     (time limit, Ctrl-C, error, crash) under ``.NAME.resume.partial`` and continue it
     in the next run instead of starting over (`--resume`); the finished tiles are
-    not computed again and the result is the same. Local scheduler only."""
+    not computed again and the result is the same. Any scheduler."""
 
     @model_validator(mode="after")
     def _resumable(self) -> PredictSection:

@@ -42,7 +42,9 @@ __all__ = [
     "ResumeManifest",
     "ResumeState",
     "input_stamp",
+    "mark_done",
     "resume_path",
+    "tile_marker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,12 +112,24 @@ _WHY = {
 }
 
 
+def tile_marker(done_dir: Path | str, index: Sequence[int]) -> str:
+    """The marker file of the tile with chunk-grid index ``index`` (T, Z, Y, X):
+    it exists once the tile's results are stored (:func:`mark_done`)."""
+    return os.path.join(done_dir, ".".join(str(int(i)) for i in index))
+
+
+def mark_done(marker: str) -> None:
+    """Create the (empty) marker file ``marker``; call after the tile is stored."""
+    os.close(os.open(marker, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
 class ResumeState:
     """One input's resumable outputs: the partial folders, the record, the markers.
 
     Use :meth:`open` before planning the prediction, :meth:`start` once the writer
     has created (or reopened) the outputs, :meth:`mark` after each stored tile and
-    :meth:`finish` just before the outputs are renamed into place.
+    :meth:`finish` just before the outputs are renamed into place; the tasks mark
+    each stored tile in :attr:`done_dir` (:func:`mark_done`).
     """
 
     def __init__(self, labels: Path, identity: dict[str, Any]) -> None:
@@ -265,15 +279,10 @@ class ResumeState:
         os.replace(tmp, self.partial / MANIFEST)
         self.manifest = manifest
 
-    @staticmethod
-    def key(index: Sequence[int]) -> str:
-        """The marker name of the tile with chunk-grid index ``index`` (T, Z, Y, X)."""
-        return ".".join(str(int(i)) for i in index)
-
-    def mark(self, index: Sequence[int]) -> None:
-        """Record that the tile ``index`` is stored (call after every write of it)."""
-        path = self.partial / DONE_FOLDER / self.key(index)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    @property
+    def done_dir(self) -> Path:
+        """The folder of the tiles' markers (see :func:`tile_marker`)."""
+        return self.partial / DONE_FOLDER
 
     def finish(self) -> None:
         """Remove the markers and the record (the outputs are complete)."""
