@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -157,12 +158,18 @@ def train_model(folder: Path, kind: str = "default") -> Path:
 
 
 def predict(
-    model: Path, stack: Path, out: Path, threads: int, budget: float | None = None
+    model: Path,
+    stack: Path,
+    out: Path,
+    threads: int,
+    budget: float | None = None,
+    on_poll: Callable[[float, int], None] | None = None,
 ) -> dict:
     """Run one fresh `convpaint predict` process; return its time and peak RSS.
 
     With ``budget`` (seconds) the prediction runs with ``--resume`` and is stopped
     with SIGTERM when the budget is spent; ``finished`` says whether it completed.
+    ``on_poll(seconds, peak_rss)`` is called about every 30 seconds meanwhile.
     """
     cmd = [
         sys.executable,
@@ -186,8 +193,13 @@ def predict(
     peak = 0
     status_path = Path(f"/proc/{proc.pid}/status")
     stopped = False
+    polled = t0
     while proc.poll() is None:
-        if budget is not None and not stopped and time.perf_counter() - t0 > budget:
+        now = time.perf_counter()
+        if on_poll is not None and now - polled > 30:
+            on_poll(now - t0, peak)
+            polled = now
+        if budget is not None and not stopped and now - t0 > budget:
             proc.send_signal(signal.SIGTERM)
             stopped = True
         try:
@@ -217,21 +229,40 @@ def _tiles_done(out: Path) -> int:
 def predict_segment(
     model: Path, stack: Path, out: Path, threads: int, budget: float, log: Path
 ) -> dict | None:
-    """One segment of a resumable prediction; the summed result once complete."""
+    """One segment of a resumable prediction; the summed result once complete.
+
+    The segment's entry in ``log`` is updated every 30 seconds while it runs, so a
+    segment whose driver was killed (the end of a session) still counts, up to
+    30 seconds short; such entries are marked ``killed``.
+    """
     segments = json.loads(log.read_text()) if log.exists() else []
-    before = _tiles_done(out)
-    res = predict(model, stack, out, threads, budget)
-    segments.append(
-        {
-            "seconds": res["seconds"],
-            "peak_rss": res["peak_rss"],
-            "tiles_before": before,
-            "tiles_after": _tiles_done(out),
-            "finished": res["finished"],
-        }
+    for seg in segments:
+        if seg.pop("open", False):
+            seg["killed"] = True
+    entry = {"seconds": 0.0, "peak_rss": 0, "tiles_before": _tiles_done(out)}
+    entry |= {"tiles_after": entry["tiles_before"], "finished": False, "open": True}
+    segments.append(entry)
+
+    def save() -> None:
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text(json.dumps(segments, indent=1))
+        os.replace(tmp, log)
+
+    def poll(seconds: float, peak: int) -> None:
+        entry.update(seconds=seconds, peak_rss=peak, tiles_after=_tiles_done(out))
+        save()
+
+    save()
+    res = predict(model, stack, out, threads, budget, on_poll=poll)
+    entry.update(
+        seconds=res["seconds"],
+        peak_rss=res["peak_rss"],
+        tiles_after=_tiles_done(out),
+        finished=res["finished"],
     )
-    log.write_text(json.dumps(segments, indent=1))
-    print(json.dumps({"segment": len(segments), **segments[-1]}), flush=True)
+    entry.pop("open")
+    save()
+    print(json.dumps({"segment": len(segments), **entry}), flush=True)
     if not res["finished"]:
         return None
     log.unlink()  # complete: a later run of this size starts afresh
