@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -704,17 +704,18 @@ class StoredTile:
         ]
         self.done_dir = str(done_dir) if done_dir is not None else None
 
-    def locations(self) -> Iterator[tuple[tuple[int, int], ...]]:
-        """Every tile's ``(start, stop)`` per axis (T, Z, Y, X), in C order."""
-        return itertools.product(*self.spans)
+    def indices(self) -> Iterator[tuple[int, ...]]:
+        """Every tile's index in the chunk grid (T, Z, Y, X), in C order."""
+        return itertools.product(*(range(len(s)) for s in self.spans))
 
-    def run(self, loc: tuple[tuple[int, int], ...]) -> np.ndarray:
-        """The tile at ``loc``; returns its per-class counts ``(K,)``."""
+    def run(self, index: Sequence[int]) -> np.ndarray:
+        """The tile with chunk-grid index ``index``; returns its per-class counts
+        ``(K,)``."""
         cls = self.classes
+        loc = [self.spans[ax][i] for ax, i in enumerate(index)]
         region = tuple(slice(a, b) for a, b in loc)
         marker = None
         if self.done_dir is not None:
-            index = [self.spans[ax].index(span) for ax, span in enumerate(loc)]
             marker = tile_marker(self.done_dir, index)
             if os.path.exists(marker):
                 labels = np.asarray(self.labels_target[region])
@@ -728,7 +729,7 @@ class StoredTile:
                 :, :k
             ]
         else:
-            labels = self.predictor({None: {"array-location": list(loc)}})
+            labels = self.predictor({None: {"array-location": loc}})
         self.labels_target[region] = labels
         if marker is not None:
             mark_done(marker)
@@ -738,8 +739,7 @@ class StoredTile:
         """As a dask block of the counts array (one ``(1, 1, 1, 1, K)`` block per
         tile, located by its chunk index)."""
         index = block_info[None]["chunk-location"][:4]  # type: ignore[index]
-        loc = tuple(self.spans[ax][i] for ax, i in enumerate(index))
-        return self.run(loc).reshape(1, 1, 1, 1, -1)
+        return self.run(index).reshape(1, 1, 1, 1, -1)
 
 
 def _run_local(
@@ -772,7 +772,7 @@ def _run_local(
         pool = ThreadPoolExecutor(workers, thread_name_prefix="convpaint-tile")
         try:
             with thread_budget(inner):
-                futures = [pool.submit(task.run, loc) for loc in task.locations()]
+                futures = [pool.submit(task.run, i) for i in task.indices()]
                 wait(futures, return_when=FIRST_EXCEPTION)
                 for future in futures:
                     if future.done() and not future.cancelled() and future.exception():

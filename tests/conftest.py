@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +215,20 @@ def trained_em_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         25,
     )
+
+
+@contextmanager
+def local_cluster() -> Iterator[object]:
+    """A dask.distributed LocalCluster of 2 single-threaded worker processes on the
+    loopback interface, without a dashboard (skips without dask.distributed)."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        yield cluster

@@ -11,6 +11,8 @@ import tifffile
 from convpaint import api
 from convpaint.config import ClusterConfig, TilingConfig, parse_config
 
+from .conftest import local_cluster
+
 NUCLEI = "plantseg_ovule_nuclei3d"
 FAST = [
     {
@@ -174,9 +176,6 @@ def test_distributed_scheduler_gives_identical_bytes(
     stack: dict, tmp_path: Path
 ) -> None:
     """A LocalCluster of 2 worker processes writes byte-identical zarr chunks."""
-    pytest.importorskip("distributed")
-    from distributed import LocalCluster
-
     model = _train(stack, tmp_path, dims="views")
     tiles = {"z": 8, "y": 32, "x": 40}
     local = _predict(
@@ -187,13 +186,7 @@ def test_distributed_scheduler_gives_identical_bytes(
         probabilities=True,
         tiling=TilingConfig(tile=tiles),
     )
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
+    with local_cluster() as cluster:
         remote = _predict(
             model,
             stack["image"],

@@ -20,7 +20,7 @@ from convpaint.config import TilingConfig, parse_config
 from convpaint.errors import ConfigError, OutputError
 from convpaint.io.resume import DONE_FOLDER, MANIFEST, resume_path
 
-from .conftest import train_em_crop
+from .conftest import local_cluster, train_em_crop
 
 TILING = TilingConfig(tile_size=64, threads=2)
 
@@ -226,9 +226,6 @@ def test_resume_on_a_distributed_cluster(
     """A partial output is continued by a LocalCluster of 2 worker processes: the
     stored tiles' chunk files are not written again, the others are, and labels and
     probabilities equal an uninterrupted run's."""
-    pytest.importorskip("distributed")
-    from distributed import LocalCluster
-
     ref = tmp_path / "ref"
     _predict(setup, ref, probabilities=True)
     out = tmp_path / "out"
@@ -242,13 +239,7 @@ def test_resume_on_a_distributed_cluster(
     stamps = {
         p.name: p.stat().st_mtime_ns for p in partial.iterdir() if p.name[0].isdigit()
     }
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as cluster:
+    with local_cluster() as cluster:
         tiling = TilingConfig(tile_size=64, scheduler=cluster.scheduler_address)
         res = _predict(setup, out, resume=True, probabilities=True, tiling=tiling)[0]
     assert res.resumed_tiles == len(done) > 0

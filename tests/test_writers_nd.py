@@ -25,6 +25,7 @@ from convpaint.io import (
 )
 from convpaint.io.tiff_out import write_tiff
 
+from .conftest import local_cluster
 from .test_io_nd import ALL_AXES, canonical, file_data
 
 CLASSES = [1, 2, 3]
@@ -400,14 +401,11 @@ def test_writer_rejects_bad_arguments(
 @pytest.fixture(scope="module")
 def cluster_client():  # type: ignore[no-untyped-def]
     """A dask.distributed client with 2 worker processes (started once)."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
+    with local_cluster() as cluster:
+        from distributed import Client
+
+        with Client(cluster) as client:
+            yield client
 
 
 def test_distributed_workers_write_the_same_outputs(

@@ -8,6 +8,8 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from convpaint.io.resume import RESUMABLE_FORMATS
+
 from .base import StrictModel
 from .classifier import RandomForestConfig
 from .data import check_axes
@@ -171,7 +173,7 @@ class PredictSection(StrictModel):
 
     @model_validator(mode="after")
     def _resumable(self) -> PredictSection:
-        if self.resume and self.format not in ("zarr", "ome-zarr"):
+        if self.resume and self.format not in RESUMABLE_FORMATS:
             raise ValueError(
                 f"resume needs format zarr or ome-zarr, not {self.format}: a TIFF is "
                 "written in order and cannot be continued"
