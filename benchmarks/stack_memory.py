@@ -21,7 +21,9 @@ A stack that takes longer than one sitting is measured in segments: with
 --resume`` and is stopped (SIGTERM) after ``S`` seconds; running the same command
 again continues it from its partial output (model, stack and segment log stay in
 ``DIR``) until it completes. Its row then reports the summed seconds of all segments
-(each a fresh process) and the highest peak RSS among them::
+(each a fresh process) and the highest peak RSS among them. The completion time of
+every tile is kept in ``DIR/markers_<model>_<planes>_<format>.json``, for the
+throughput profile along the stack (``stack_throughput.py --profile``)::
 
     python benchmarks/stack_memory.py --sizes 16 --formats zarr --append \
         --workdir /scratch/stacks --segment-seconds 7200
@@ -164,12 +166,14 @@ def predict(
     threads: int,
     budget: float | None = None,
     on_poll: Callable[[float, int], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> dict:
     """Run one fresh `convpaint predict` process; return its time and peak RSS.
 
     With ``budget`` (seconds) the prediction runs with ``--resume`` and is stopped
     with SIGTERM when the budget is spent; ``finished`` says whether it completed.
-    ``on_poll(seconds, peak_rss)`` is called about every 30 seconds meanwhile.
+    ``on_poll(seconds, peak_rss)`` is called about every 30 seconds meanwhile,
+    ``on_tick()`` about every 2 seconds.
     """
     cmd = [
         sys.executable,
@@ -193,9 +197,12 @@ def predict(
     peak = 0
     status_path = Path(f"/proc/{proc.pid}/status")
     stopped = False
-    polled = t0
+    polled = ticked = t0
     while proc.poll() is None:
         now = time.perf_counter()
+        if on_tick is not None and now - ticked > 2:
+            on_tick()
+            ticked = now
         if on_poll is not None and now - polled > 30:
             on_poll(now - t0, peak)
             polled = now
@@ -216,6 +223,43 @@ def predict(
             f"predict failed ({proc.returncode}): {err.decode()[-2000:]}"
         )
     return {"seconds": seconds, "peak_rss": peak, "finished": proc.returncode == 0}
+
+
+class TileTimes:
+    """Completion times of a resumable prediction's tiles, recorded while it runs.
+
+    ``convpaint predict --resume`` leaves one marker file per stored tile (named by
+    the tile's chunk-grid index) and removes them all when the prediction completes;
+    :meth:`record`, called every few seconds, keeps each new marker's time. With a
+    ``path`` the times are kept in a JSON file ({marker: time}) across segments.
+    """
+
+    def __init__(self, out: Path, path: Path | None = None):
+        self.out, self.path = out, path
+        self.times: dict[str, float] = {}
+        if path is not None and path.exists():
+            self.times = json.loads(path.read_text())
+
+    def record(self) -> None:
+        from convpaint.io.resume import DONE_FOLDER
+
+        for folder in self.out.glob(f".*.resume.partial/{DONE_FOLDER}"):
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:  # completed meanwhile
+                return
+            for name in names:
+                if name not in self.times:
+                    try:
+                        self.times[name] = (folder / name).stat().st_mtime
+                    except FileNotFoundError:
+                        pass
+
+    def save(self) -> None:
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.times))
+            os.replace(tmp, self.path)
 
 
 def _tiles_done(out: Path) -> int:
@@ -248,12 +292,18 @@ def predict_segment(
         tmp.write_text(json.dumps(segments, indent=1))
         os.replace(tmp, log)
 
+    times = TileTimes(out, log.with_name(log.name.replace("segments_", "markers_")))
+
     def poll(seconds: float, peak: int) -> None:
         entry.update(seconds=seconds, peak_rss=peak, tiles_after=_tiles_done(out))
         save()
+        times.save()
 
     save()
-    res = predict(model, stack, out, threads, budget, on_poll=poll)
+    res = predict(
+        model, stack, out, threads, budget, on_poll=poll, on_tick=times.record
+    )
+    times.save()
     entry.update(
         seconds=res["seconds"],
         peak_rss=res["peak_rss"],
