@@ -159,6 +159,29 @@ def train_model(folder: Path, kind: str = "default") -> Path:
     return model
 
 
+def predict_command(
+    model: Path, stack: Path, out: Path, threads: int, resume: bool
+) -> list[str]:
+    """The `convpaint predict` command line of one benchmark prediction (zarr)."""
+    return [
+        sys.executable,
+        "-m",
+        "convpaint",
+        "predict",
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--format",
+        "zarr",
+        "--resume" if resume else "--overwrite",
+        "-q",
+        "--threads",
+        str(threads),
+        str(stack),
+    ]
+
+
 def predict(
     model: Path,
     stack: Path,
@@ -175,23 +198,7 @@ def predict(
     ``on_poll(seconds, peak_rss)`` is called about every 30 seconds meanwhile,
     ``on_tick()`` about every 2 seconds.
     """
-    cmd = [
-        sys.executable,
-        "-m",
-        "convpaint",
-        "predict",
-        "--model",
-        str(model),
-        "--output",
-        str(out),
-        "--format",
-        "zarr",
-        *(("--resume",) if budget is not None else ("--overwrite",)),
-        "-q",
-        "--threads",
-        str(threads),
-        str(stack),
-    ]
+    cmd = predict_command(model, stack, out, threads, resume=budget is not None)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = 0

@@ -49,6 +49,7 @@ from stack_memory import (
     VOLUME,
     TileTimes,
     build_stacks,
+    predict_command,
     train_model,
 )
 
@@ -71,23 +72,7 @@ def time_tiles(
     number of slabs. The process is stopped with SIGTERM once they are all done.
     """
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "convpaint",
-        "predict",
-        "--model",
-        str(model),
-        "--output",
-        str(out),
-        "--format",
-        "zarr",
-        "--resume",
-        "-q",
-        "--threads",
-        str(threads),
-        str(stack),
-    ]
+    cmd = predict_command(model, stack, out, threads, resume=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tiles = TileTimes(out)
     depth = want = None
