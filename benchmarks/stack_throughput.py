@@ -78,7 +78,7 @@ def time_tiles(
     depth = want = None
     try:
         while proc.poll() is None:
-            time.sleep(2)
+            time.sleep(0.5)  # a tile completed just before the run ends is still seen
             partial = _partial(out)
             if partial is None or not (partial / ".zarray").exists():
                 continue
@@ -101,7 +101,9 @@ def time_tiles(
     if want is None or len(times) < want:
         raise RuntimeError(
             f"{stack.name}: {len(times)} of {want} tiles timed before the prediction "
-            f"ended ({proc.returncode}): {err.decode()[-2000:]}"
+            f"ended (exit {proc.returncode}); a run that completes removes its tile "
+            f"markers, so time fewer slabs (--slabs) than the stack has. "
+            f"{err.decode()[-2000:]}"
         )
     shutil.rmtree(out, ignore_errors=True)
     t0 = min(times.values())
