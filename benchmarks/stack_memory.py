@@ -248,19 +248,19 @@ class TileTimes:
             self.times = json.loads(path.read_text())
 
     def record(self) -> None:
-        from convpaint.io.resume import DONE_FOLDER
-
-        for folder in self.out.glob(f".*.resume.partial/{DONE_FOLDER}"):
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:  # completed meanwhile
-                return
-            for name in names:
-                if name not in self.times:
-                    try:
-                        self.times[name] = (folder / name).stat().st_mtime
-                    except FileNotFoundError:
-                        pass
+        folder = done_folder(self.out)
+        if folder is None:
+            return
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:  # completed meanwhile
+            return
+        for name in names:
+            if name not in self.times:
+                try:
+                    self.times[name] = (folder / name).stat().st_mtime
+                except FileNotFoundError:
+                    pass
 
     def save(self) -> None:
         if self.path is not None:
@@ -269,12 +269,22 @@ class TileTimes:
             os.replace(tmp, self.path)
 
 
-def _tiles_done(out: Path) -> int:
-    """Tiles a resumable prediction in ``out`` has stored so far."""
+def done_folder(out: Path) -> Path | None:
+    """The tile markers' folder of a resumable prediction into ``out`` (inside the
+    labels' partial folder), or None before it exists and after completion."""
     from convpaint.io.resume import DONE_FOLDER
 
-    folders = list(out.glob(f".*.resume.partial/{DONE_FOLDER}"))
-    return len(os.listdir(folders[0])) if folders else 0
+    found = sorted(out.glob(f".*.resume.partial/{DONE_FOLDER}"))
+    return found[0] if found else None
+
+
+def _tiles_done(out: Path) -> int:
+    """Tiles a resumable prediction in ``out`` has stored so far."""
+    folder = done_folder(out)
+    try:
+        return len(os.listdir(folder)) if folder is not None else 0
+    except FileNotFoundError:  # completed meanwhile
+        return 0
 
 
 def predict_segment(

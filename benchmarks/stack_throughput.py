@@ -49,17 +49,18 @@ from stack_memory import (
     VOLUME,
     TileTimes,
     build_stacks,
+    done_folder,
     predict_command,
     train_model,
 )
 
 HERE = Path(__file__).resolve().parent
 
-
-def _partial(out: Path) -> Path | None:
-    """The labels' partial folder of a resumable prediction into ``out``."""
-    found = sorted(out.glob(".*.resume.partial"))
-    return found[0] if found else None
+#: Seconds between two tiles' completions beyond which the run was paused.
+GAP = 60.0
+#: The benchmark stacks repeat their content every this many planes (a 100-plane
+#: volume, mirror-tiled).
+PERIOD = 200
 
 
 def time_tiles(
@@ -67,9 +68,10 @@ def time_tiles(
 ) -> dict:
     """Predict ``stack`` until its first ``slabs`` tile slabs are stored; time them.
 
-    ``slabs=None``: the whole slabs before the last one of a ``planes`` stack. Returns the completion
-    time of every tile in those slabs (relative to the first), the tile depth and the
-    number of slabs. The process is stopped with SIGTERM once they are all done.
+    ``slabs=None``: the whole slabs before the last one of a ``planes`` stack (a run
+    that completes removes its markers). Returns the completion time of every tile in
+    those slabs (relative to the first), the tile depth and the number of slabs. The
+    process is stopped with SIGTERM once they are all done.
     """
     shutil.rmtree(out, ignore_errors=True)
     cmd = predict_command(model, stack, out, threads, resume=True)
@@ -79,11 +81,12 @@ def time_tiles(
     try:
         while proc.poll() is None:
             time.sleep(0.5)  # a tile completed just before the run ends is still seen
-            partial = _partial(out)
-            if partial is None or not (partial / ".zarray").exists():
-                continue
-            grid = json.loads((partial / ".zarray").read_text())
-            if depth is None:
+            if depth is None:  # the chunk grid, once the labels array exists
+                folder = done_folder(out)
+                zarray = folder.parent / ".zarray" if folder is not None else None
+                if zarray is None or not zarray.exists():
+                    continue
+                grid = json.loads(zarray.read_text())
                 depth = int(grid["chunks"][-3])
                 slabs = slabs or max(1, (planes - 1) // depth)  # never the last
                 rows, cols = (
@@ -131,12 +134,13 @@ def summarise(label: str, planes: int, run: dict, slabs: int) -> dict:
         per_slab.append(end - prev)
         prev = end
     n = len(times)
+    seconds = span * n / (n - 1)
     return {
         "stack": label,
         "planes": planes,
         "tiles": n,
-        "seconds": span * n / (n - 1),
-        "mvox_s": voxels / 1e6 / (span * n / (n - 1)),
+        "seconds": seconds,
+        "mvox_s": voxels / 1e6 / seconds,
         "slab_seconds": per_slab,
     }
 
@@ -181,13 +185,6 @@ def slab_profile(markers: dict[str, float], planes: int, depth: int) -> list[dic
             }
         )
     return rows
-
-
-#: Seconds between two tiles' completions beyond which the run was paused.
-GAP = 60.0
-#: The benchmark stacks repeat their content every this many planes (a 100-plane
-#: volume, mirror-tiled).
-PERIOD = 200
 
 
 def profile(markers: Path, planes: int, depth: int, output: Path) -> str:
@@ -267,13 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         "--slabs",
         type=int,
         default=None,
-        help="tile slabs to time (default: all whole slabs of the small stack)",
+        help="tile slabs to time (default: the small stack's whole slabs before its "
+        "last one)",
     )
     parser.add_argument(
         "--repeats", type=int, default=1, help="2: small,large,large,small"
     )
     parser.add_argument(
-        "--output", type=Path, default=HERE / "results" / "stack_throughput.md"
+        "--output",
+        type=Path,
+        default=HERE / "results" / "stack_throughput.md",
+        help="the comparison's table (--profile writes results/stack_profile.md)",
     )
     parser.add_argument(
         "--profile",
